@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine (virtual environment + install first):
+#   make lab    open the problem sets in JupyterLab
+#   make test   run the whole test suite (unit tests, notebooks under nbval, notes checks)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: lab test serve site bench notebooks clean
+
+$(STAMP): requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade --quiet pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab psets
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+serve: $(STAMP)
+	$(BIN)/mkdocs serve
+
+site: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_batching.py
+
+# Re-run every notebook in place (profile from DGM_PROFILE, default by device) for committing.
+notebooks: $(STAMP)
+	$(BIN)/python scripts/execute_notebooks.py psets/*.ipynb
+
+clean:
+	rm -rf $(VENV) site test-artifacts

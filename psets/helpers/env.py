@@ -1,0 +1,100 @@
+"""Device choice, seeding and the run profile.
+
+The run profile is one of ``smoke`` (CI, seconds), ``standard`` (a laptop CPU, minutes) and
+``full`` (one GPU, the paper-grade numbers). It comes from the environment variable
+``DGM_PROFILE``; without it, a machine with CUDA runs ``full`` and any other runs ``standard``.
+Sizes that depend on the profile are chosen in one visible place::
+
+    profile = env.get_profile()
+    epochs = profile.pick(smoke=1, standard=8, full=100)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+PROFILES = ("smoke", "standard", "full")
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """Return the best available device: CUDA, then Apple's MPS, then the CPU.
+
+    ``prefer`` (or the environment variable ``DGM_DEVICE``) forces one, e.g. ``"cpu"``.
+    """
+    prefer = prefer or os.environ.get("DGM_DEVICE")
+    if prefer is not None:
+        if not isinstance(prefer, str) or prefer.split(":")[0] not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"prefer must be 'cpu', 'cuda[:i]' or 'mps', got {prefer!r}")
+        if prefer.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"prefer={prefer!r} but CUDA is not available on this machine")
+        if prefer == "mps" and not _mps_available():
+            raise ValueError("prefer='mps' but MPS is not available on this machine")
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python's ``random``, NumPy and torch (all devices); return a seeded CPU generator.
+
+    Two runs that call this with the same seed and then do the same work draw the same numbers.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A run profile; ``pick`` chooses the value for this profile among three."""
+
+    name: str
+
+    def __post_init__(self):
+        if self.name not in PROFILES:
+            raise ValueError(
+                f"profile must be one of {', '.join(PROFILES)}; got {self.name!r}")
+
+    def pick(self, *, smoke, standard, full):
+        """Return the argument named after this profile."""
+        return {"smoke": smoke, "standard": standard, "full": full}[self.name]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The run profile: ``name`` if given, else ``$DGM_PROFILE``, else full on CUDA, standard otherwise."""
+    if name is None:
+        name = os.environ.get("DGM_PROFILE", "").strip().lower() or None
+        if name is None:
+            name = "full" if torch.cuda.is_available() else "standard"
+        elif name not in PROFILES:
+            raise ValueError(
+                f"DGM_PROFILE must be one of {', '.join(PROFILES)}; got {name!r}")
+    return Profile(name)
+
+
+def describe(device: torch.device | None = None, profile: Profile | None = None) -> str:
+    """One line naming torch's version, the device and the profile (for notebook headers)."""
+    device = device or pick_device()
+    profile = profile or get_profile()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return f"torch {torch.__version__} | device {where} | profile {profile}"

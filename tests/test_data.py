@@ -1,0 +1,226 @@
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from helpers import data
+from helpers.metrics import torus_surface_distance
+
+
+# ----------------------------------------------------------------------------- MNIST
+
+def test_offline_mnist_shapes_ranges_and_split():
+    x, y = data.load_mnist("train", source="offline")
+    xt, yt = data.load_mnist("test", source="offline")
+    assert x.shape == (4000, 1, 28, 28) and xt.shape == (1000, 1, 28, 28)
+    assert x.dtype == torch.float32 and y.dtype == torch.int64
+    assert 0 <= x.min() and x.max() <= 1 and x.max() > 0.99  # real digits reach full ink
+    assert torch.bincount(y).tolist() == [400] * 10
+    assert torch.bincount(yt).tolist() == [100] * 10
+    # train and test are disjoint: no test image equals a training image
+    flat, flat_t = x.flatten(1), xt.flatten(1)
+    assert not (torch.cdist(flat_t[:200], flat).min(dim=1).values == 0).any()
+    assert data.mnist_source(x) == "offline"
+
+
+def test_offline_split_is_deterministic():
+    a = data.load_mnist("test", source="offline")
+    b = data.load_mnist("test", source="offline")
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_offline_digits_look_like_digits():
+    """Real handwriting, not noise: the mean image has ink in the centre and none in the corners."""
+    x, y = data.load_mnist("train", source="offline")
+    mean = x.mean(0)[0]
+    assert mean[10:18, 10:18].mean() > 0.3 and mean[:3, :3].max() < 0.01
+    # per-class means differ clearly (a 0 is not a 1)
+    m0, m1 = x[y == 0].mean(0), x[y == 1].mean(0)
+    assert (m0 - m1).abs().mean() > 0.1
+
+
+def _write_raw(root, split="test", n=None):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    imgs, labels = data.offline_uint8(split)
+    n = n or len(labels)
+    images_name, labels_name = data.IDX_FILES[split]
+    data.write_idx(raw / images_name, imgs[:n])
+    data.write_idx(raw / labels_name, labels[:n].astype(np.uint8))
+    return raw / images_name, imgs[:n], labels[:n]
+
+
+def test_torchvision_loader_reads_idx_files_written_from_shipped_digits(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    _write_raw(tmp_path, "train", n=50)  # torchvision checks that all four files exist
+    _, imgs, labels = _write_raw(tmp_path, "test")
+    x, y = data.load_mnist("test", source="download")  # files present: torchvision reads them
+    assert x.shape == (1000, 1, 28, 28) and x.dtype == torch.float32
+    assert torch.equal((x[:, 0] * 255).round().to(torch.uint8), torch.from_numpy(imgs))
+    assert torch.equal(y, torch.from_numpy(labels))
+    xo, yo = data.load_mnist("test", source="offline")
+    assert torch.allclose(x, xo) and torch.equal(y, yo)
+
+
+def test_truncated_idx_file_names_file_and_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    _write_raw(tmp_path, "train", n=50)
+    path, _, _ = _write_raw(tmp_path, "test")
+    path.write_bytes(path.read_bytes()[:-500])
+    for source in ("download", "auto"):  # auto must not hide a corrupt file behind the fallback
+        with pytest.raises(data.MNISTFileError, match=r"t10k-images-idx3-ubyte.*truncated.*Delete"):
+            data.load_mnist("test", source=source)
+
+
+def test_garbage_idx_file_is_reported(tmp_path):
+    bad = tmp_path / "train-labels-idx1-ubyte"
+    bad.write_bytes(b"<html>not found</html>")
+    with pytest.raises(data.MNISTFileError, match="train-labels-idx1-ubyte is not an MNIST IDX"):
+        data.check_idx_file(bad)
+
+
+def test_auto_falls_back_to_offline_with_a_warning(tmp_path, monkeypatch):
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+
+    def no_network(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+    monkeypatch.setattr(data, "_torchvision_mnist", no_network)
+    with pytest.warns(RuntimeWarning, match=r"Could not download MNIST.*offline subset.*DGM_DATA=offline"):
+        x, y = data.load_mnist("train", source="auto")
+    assert x.shape == (4000, 1, 28, 28)
+
+
+def test_offline_source_does_not_touch_the_network(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("offline must not call torchvision")
+    monkeypatch.setattr(data, "_torchvision_mnist", fail)
+    monkeypatch.setenv("DGM_DATA", "offline")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data.load_mnist("train")
+
+
+def test_load_mnist_rejects_bad_arguments(monkeypatch):
+    with pytest.raises(ValueError, match="split must be one of.*'valid'"):
+        data.load_mnist("valid")
+    with pytest.raises(ValueError, match="source.*must be one of.*'cloud'"):
+        data.load_mnist("train", source="cloud")
+    monkeypatch.setenv("DGM_DATA", "internet")
+    with pytest.raises(ValueError, match="DGM_DATA.*'internet'"):
+        data.load_mnist("train")
+
+
+def test_load_mnist_places_tensors_on_device():
+    x, y = data.load_mnist("test", device="cpu", source="offline")
+    assert x.device.type == "cpu" and y.device.type == "cpu"
+
+
+def test_write_idx_rejects_bad_arrays(tmp_path):
+    with pytest.raises(ValueError, match="uint8 with 1 or 3 dimensions"):
+        data.write_idx(tmp_path / "f", np.zeros((2, 2), dtype=np.uint8))
+
+
+# ----------------------------------------------------------------------------- binarisation
+
+def test_binarize_is_bernoulli_of_the_intensity():
+    x = torch.full((200_000,), 0.3)
+    b = data.binarize(x, generator=torch.Generator().manual_seed(0))
+    assert set(b.unique().tolist()) <= {0.0, 1.0}
+    se = math.sqrt(0.3 * 0.7 / len(x))
+    assert abs(b.mean().item() - 0.3) < 5 * se
+    # dynamic: a second draw differs
+    assert not torch.equal(b, data.binarize(x, generator=torch.Generator().manual_seed(1)))
+
+
+def test_binarize_rejects_bad_input():
+    with pytest.raises(TypeError, match="floating-point tensor"):
+        data.binarize(torch.ones(3, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*255"):
+        data.binarize(torch.tensor([0.0, 255.0]))
+
+
+# ----------------------------------------------------------------------------- batching
+
+def test_batches_cover_every_index_once_per_epoch():
+    x = torch.arange(10).float()
+    y = torch.arange(10) * 10
+    seen = []
+    for bx, by in data.batches(x, y, batch_size=4, generator=torch.Generator().manual_seed(0)):
+        assert torch.equal(by, bx.long() * 10)  # rows stay aligned across tensors
+        seen += bx.long().tolist()
+    assert sorted(seen) == list(range(10)) and seen != list(range(10))
+    sizes = [len(b[0]) for b in data.batches(x, batch_size=4, drop_last=True)]
+    assert sizes == [4, 4]
+
+
+def test_batches_same_generator_same_order():
+    x = torch.arange(100)
+    a = [b[0] for b in data.batches(x, batch_size=7, generator=torch.Generator().manual_seed(3))]
+    b = [b[0] for b in data.batches(x, batch_size=7, generator=torch.Generator().manual_seed(3))]
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_batches_reject_bad_arguments():
+    with pytest.raises(ValueError, match="same length.*tensors\\[1\\] has 3"):
+        next(data.batches(torch.ones(4), torch.ones(3), batch_size=2))
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
+        next(data.batches(torch.ones(4), batch_size=0))
+    with pytest.raises(TypeError, match="tensors\\[0\\] must be a tensor"):
+        next(data.batches([1, 2, 3], batch_size=2))
+    with pytest.raises(ValueError, match="at least one tensor"):
+        next(data.batches(batch_size=2))
+
+
+# ----------------------------------------------------------------------------- torus
+
+def test_torus_points_lie_on_the_surface():
+    R, r = 1.0, 0.4
+    pts = data.sample_torus(20_000, R=R, r=r, seed=0)
+    assert pts.shape == (20_000, 3) and pts.dtype == torch.float32
+    assert torus_surface_distance(pts, R, r).max() < 1e-5
+    # an independent check of the surface equation (sqrt(x²+y²) − R)² + z² = r²
+    p = pts.double()
+    eq = (p[:, :2].norm(dim=1) - R) ** 2 + p[:, 2] ** 2 - r**2
+    assert eq.abs().max() < 1e-5
+
+
+def test_torus_tube_angle_follows_the_area_density():
+    """φ has density (R + r cos φ)/(2πR), CDF (Rφ + r sin φ)/(2πR); θ is uniform."""
+    R, r = 1.0, 0.6
+    _, theta, phi = data.sample_torus(20_000, R=R, r=r, seed=1, return_angles=True)
+    phi, theta = phi.double().numpy(), theta.double().numpy()
+    cdf = lambda v: (R * v + r * np.sin(v)) / (2 * np.pi * R)  # noqa: E731
+    assert stats.kstest(phi, cdf).pvalue > 0.01
+    assert stats.kstest(theta, stats.uniform(0, 2 * np.pi).cdf).pvalue > 0.01
+    # the uniform-φ sampler (the common mistake) is rejected by the same test
+    wrong = np.random.default_rng(0).uniform(0, 2 * np.pi, 20_000)
+    assert stats.kstest(wrong, cdf).pvalue < 1e-6
+
+
+def test_torus_seed_reproducible_and_distinct():
+    assert torch.equal(data.sample_torus(100, seed=5), data.sample_torus(100, seed=5))
+    assert not torch.equal(data.sample_torus(100, seed=5), data.sample_torus(100, seed=6))
+
+
+@pytest.mark.parametrize("R,r", [(0.4, 1.0), (1.0, 0.0), (1.0, 1.0), (1.0, -0.1)])
+def test_torus_rejects_bad_radii(R, r):
+    with pytest.raises(ValueError, match="R > r > 0"):
+        data.sample_torus(10, R=R, r=r)
+    with pytest.raises(ValueError, match="R > r > 0"):
+        torus_surface_distance(torch.zeros(2, 3), R=R, r=r)
+
+
+def test_torus_rejects_bad_n_and_points():
+    with pytest.raises(ValueError, match="n must be a positive integer, got 0"):
+        data.sample_torus(0)
+    with pytest.raises(ValueError, match=r"shape \(N, 3\), got \(4, 2\)"):
+        torus_surface_distance(torch.zeros(4, 2))
+
+
+def test_surface_distance_of_known_points():
+    pts = torch.tensor([[1.4, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    d = torus_surface_distance(pts, R=1.0, r=0.4)
+    assert torch.allclose(d, torch.tensor([0.0, 0.6, 0.4, 0.6]), atol=1e-6)

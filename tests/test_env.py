@@ -1,0 +1,73 @@
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import env
+
+
+def test_pick_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.delenv("DGM_DEVICE", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert env.pick_device().type == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(env, "_mps_available", lambda: True)
+    assert env.pick_device().type == "mps"
+    monkeypatch.setattr(env, "_mps_available", lambda: False)
+    assert env.pick_device().type == "cpu"
+
+
+def test_pick_device_forced_and_rejected(monkeypatch):
+    assert env.pick_device("cpu").type == "cpu"
+    monkeypatch.setenv("DGM_DEVICE", "cpu")
+    assert env.pick_device().type == "cpu"
+    with pytest.raises(ValueError, match="prefer must be"):
+        env.pick_device("tpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        env.pick_device("cuda")
+
+
+def test_seeding_makes_two_runs_identical():
+    def run():
+        g = env.seed_everything(123)
+        return (random.random(), np.random.rand(3).tolist(), torch.randn(4).tolist(),
+                torch.randint(0, 100, (5,), generator=g).tolist())
+    assert run() == run()
+    env.seed_everything(124)
+    assert torch.randn(4).tolist() != (env.seed_everything(123), torch.randn(4).tolist())[1]
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", True, None])
+def test_seed_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        env.seed_everything(bad)
+
+
+def test_profile_from_environment_and_default(monkeypatch):
+    monkeypatch.setenv("DGM_PROFILE", "Full")
+    assert env.get_profile().name == "full"
+    monkeypatch.delenv("DGM_PROFILE")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert env.get_profile().name == "full"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert env.get_profile().name == "standard"
+
+
+def test_profile_pick_chooses_by_name():
+    picks = {name: env.get_profile(name).pick(smoke=1, standard=2, full=3) for name in env.PROFILES}
+    assert picks == {"smoke": 1, "standard": 2, "full": 3}
+
+
+def test_unknown_profile_lists_valid_ones(monkeypatch):
+    monkeypatch.setenv("DGM_PROFILE", "fast")
+    with pytest.raises(ValueError, match="smoke, standard, full.*'fast'"):
+        env.get_profile()
+    with pytest.raises(ValueError, match="smoke, standard, full"):
+        env.Profile("quick")
+
+
+def test_describe_names_device_and_profile():
+    line = env.describe(torch.device("cpu"), env.Profile("smoke"))
+    assert "cpu" in line and "smoke" in line and torch.__version__ in line

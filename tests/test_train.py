@@ -1,0 +1,135 @@
+import pytest
+import torch
+
+from helpers import train
+
+
+def _problem(seed=0):
+    """A small regression with a dropout layer, so the global random stream matters too."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(64, 3, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]]) + 0.1 * torch.randn(64, 1, generator=g)
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Dropout(0.2), torch.nn.Linear(16, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    return model, opt, (x, y)
+
+
+def mse(model, x, y):
+    return torch.nn.functional.mse_loss(model(x), y)
+
+
+def test_fit_records_history_and_learns():
+    model, opt, data = _problem()
+    hist = train.fit(model, opt, mse, data, epochs=30, batch_size=16, progress=False,
+                     eval_fn=lambda m: mse(m, *data).item())
+    assert len(hist["train_loss"]) == len(hist["eval_loss"]) == len(hist["lr"]) == 30
+    assert hist["eval_loss"][-1] < 0.2 * hist["eval_loss"][0]
+    assert not model.training  # left in eval mode
+
+
+def test_gradient_clipping_bounds_the_update():
+    """With SGD at lr 1 and clip 1e-3, no parameter may move by more than 1e-3 in one step."""
+    model, _, (x, y) = _problem()
+    before = torch.cat([p.detach().flatten() for p in model.parameters()])
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    train.fit(model, opt, lambda m, a, b: 1e3 * mse(m, a, b), (x, y), epochs=1,
+              batch_size=64, clip_grad_norm=1e-3, progress=False)
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm() <= 1e-3 + 1e-7
+
+
+def test_resume_continues_exactly(tmp_path):
+    model_a, opt_a, data = _problem()
+    train.fit(model_a, opt_a, mse, data, epochs=6, batch_size=16, seed=7, progress=False)
+
+    ckpt = tmp_path / "run.pt"
+    model_b, opt_b, _ = _problem()
+    train.fit(model_b, opt_b, mse, data, epochs=3, batch_size=16, seed=7, checkpoint=ckpt,
+              progress=False)
+    model_c, opt_c, _ = _problem(seed=99)  # a fresh process would start from other weights
+    torch.manual_seed(12345)  # and from another global random state
+    hist = train.fit(model_c, opt_c, mse, data, epochs=6, batch_size=16, seed=7, checkpoint=ckpt,
+                     resume=True, progress=False)
+    assert len(hist["train_loss"]) == 6
+    for pa, pc in zip(model_a.parameters(), model_c.parameters()):
+        assert torch.equal(pa, pc)
+
+
+def test_resume_restores_scheduler(tmp_path):
+    ckpt = tmp_path / "s.pt"
+    model, opt, data = _problem()
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    train.fit(model, opt, mse, data, epochs=2, batch_size=32, scheduler=sched, checkpoint=ckpt,
+              progress=False)
+    model2, opt2, _ = _problem()
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, step_size=1, gamma=0.5)
+    hist = train.fit(model2, opt2, mse, data, epochs=3, batch_size=32, scheduler=sched2,
+                     checkpoint=ckpt, resume=True, progress=False)
+    assert hist["lr"] == pytest.approx([1e-2, 5e-3, 2.5e-3])
+
+
+def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
+    state = {"w": torch.arange(3.0), "epoch": 4, "history": {"train_loss": [1.0, 0.5]}}
+    path = train.save_checkpoint(tmp_path / "sub" / "c.pt", state)
+    back = train.load_checkpoint(path)
+    assert torch.equal(back["w"], state["w"]) and back["epoch"] == 4
+    assert back["history"] == state["history"]
+
+
+def test_interrupted_write_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    train.save_checkpoint(path, {"w": torch.ones(1000)})
+    original = path.read_bytes()
+    real_save = torch.save
+
+    def crash_half_way(obj, f, *args, **kwargs):
+        f.write(b"partial bytes of a new checkpoint")
+        raise KeyboardInterrupt("killed while writing")
+    monkeypatch.setattr(torch, "save", crash_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        train.save_checkpoint(path, {"w": torch.zeros(1000)})
+    monkeypatch.setattr(torch, "save", real_save)
+    assert path.read_bytes() == original
+    assert torch.equal(train.load_checkpoint(path)["w"], torch.ones(1000))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary file left behind
+
+
+def test_load_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt does not exist"):
+        train.load_checkpoint(tmp_path / "missing.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt could not be read"):
+        train.load_checkpoint(bad)
+
+
+def test_load_checkpoint_refuses_arbitrary_objects(tmp_path):
+    """weights_only=True: a pickle of an arbitrary class is refused."""
+    path = tmp_path / "evil.pt"
+    torch.save({"obj": _Arbitrary()}, path)
+    with pytest.raises(ValueError, match="evil.pt could not be read"):
+        train.load_checkpoint(path)
+
+
+class _Arbitrary:
+    pass
+
+
+def test_fit_rejects_bad_arguments(tmp_path):
+    model, opt, data = _problem()
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        train.fit("model", opt, mse, data, epochs=1, batch_size=8)
+    with pytest.raises(TypeError, match="data must be a non-empty tuple of tensors"):
+        train.fit(model, opt, mse, [1, 2], epochs=1, batch_size=8)
+    with pytest.raises(ValueError, match="epochs must be a non-negative integer, got -1"):
+        train.fit(model, opt, mse, data, epochs=-1, batch_size=8)
+    with pytest.raises(ValueError, match="clip_grad_norm must be positive"):
+        train.fit(model, opt, mse, data, epochs=1, batch_size=8, clip_grad_norm=0)
+    with pytest.raises(ValueError, match="resume=True needs a checkpoint"):
+        train.fit(model, opt, mse, data, epochs=1, batch_size=8, resume=True)
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        train.fit(model, opt, lambda m, x, y: (m(x) - y) ** 2, data, epochs=1, batch_size=8,
+                  progress=False)
+    with pytest.raises(TypeError, match="state must be a dict"):
+        train.save_checkpoint(tmp_path / "x.pt", [1, 2])
