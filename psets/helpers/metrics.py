@@ -19,3 +19,20 @@ def torus_surface_distance(points: torch.Tensor, R: float = 1.0, r: float = 0.4)
         raise ValueError(f"radii must satisfy R > r > 0, got R={R!r}, r={r!r}")
     ring = torch.linalg.vector_norm(points[:, :2], dim=1) - R
     return (torch.sqrt(ring**2 + points[:, 2] ** 2) - r).abs()
+
+
+def chamfer_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Symmetric Chamfer distance between point sets a (N, D) and b (M, D).
+
+    The mean distance from each point of a to its nearest point of b, plus the same from b
+    to a (Euclidean distances, not squared). Compare it with the value for two independent
+    samples of the true distribution of the same sizes: that floor is not zero.
+    """
+    for name, p in (("a", a), ("b", b)):
+        if not torch.is_tensor(p) or p.ndim != 2 or len(p) == 0:
+            raise ValueError(f"{name} must be a non-empty tensor of shape (N, D), got "
+                             f"{tuple(p.shape) if torch.is_tensor(p) else type(p).__name__}")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"a and b must have the same dimension D, got {a.shape[1]} and {b.shape[1]}")
+    d = torch.cdist(a.float(), b.float())  # (N, M)
+    return d.min(dim=1).values.mean() + d.min(dim=0).values.mean()

@@ -1,0 +1,61 @@
+"""Execute notebooks in place so their committed outputs come from a real run.
+
+    python scripts/execute_notebooks.py psets/setup_check.ipynb [more.ipynb ...]
+
+The profile comes from DGM_PROFILE (default: full on CUDA, standard otherwise). Progress bars are
+switched off, execution timestamps are not recorded, and this machine's paths and user name are
+scrubbed from the outputs, so that re-running changes only what the run itself changed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scrub(text: str) -> str:
+    """Replace this machine's paths and user name in an output string."""
+    text = text.replace(str(ROOT), ".")
+    for path in {str(Path.home()), sys.prefix, sys.base_prefix}:
+        if len(path) > 1:
+            text = text.replace(path, "<env>" if path != str(Path.home()) else "~")
+    text = re.sub(r"/(tmp|var/folders)/[\w./-]+", "<tmp>", text)
+    user = getpass.getuser()
+    return re.sub(rf"\b{re.escape(user)}\b", "<user>", text) if len(user) > 2 else text
+
+
+def execute(path: Path) -> float:
+    nb = nbformat.read(path, as_version=4)
+    os.environ["DGM_PROGRESS"] = "0"
+    os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=3600, kernel_name="python3", record_timing=False,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    seconds = time.perf_counter() - start
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for out in cell.get("outputs", []):
+            if "text" in out:
+                out["text"] = scrub(out["text"])
+            if "data" in out and "text/plain" in out["data"]:
+                out["data"]["text/plain"] = scrub(out["data"]["text/plain"])
+    nb.metadata.pop("widgets", None)
+    nbformat.write(nb, path)
+    return seconds
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for arg in sys.argv[1:]:
+        secs = execute(Path(arg))
+        print(f"{arg}: executed in {secs:.0f} s (profile {os.environ.get('DGM_PROFILE', 'auto')})")
