@@ -88,9 +88,13 @@ def test_auto_falls_back_to_offline_with_a_warning(tmp_path, monkeypatch):
     def no_network(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
     monkeypatch.setattr(data, "_torchvision_mnist", no_network)
+    monkeypatch.setattr(data, "_DOWNLOAD_FAILED", set())
     with pytest.warns(RuntimeWarning, match=r"Could not download MNIST.*offline subset.*DGM_DATA=offline"):
         x, y = data.load_mnist("train", source="auto")
     assert x.shape == (4000, 1, 28, 28)
+    with warnings.catch_warnings():  # the test split neither retries nor warns again
+        warnings.simplefilter("error")
+        assert data.load_mnist("test", source="auto")[0].shape == (1000, 1, 28, 28)
 
 
 def test_offline_source_does_not_touch_the_network(monkeypatch):

@@ -37,6 +37,9 @@ IDX_FILES = {
 _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned bytes; 1-D labels, 3-D images
 
 
+_DOWNLOAD_FAILED: set[Path] = set()
+
+
 class MNISTFileError(ValueError):
     """A raw MNIST file is corrupt or truncated."""
 
@@ -60,7 +63,7 @@ def load_mnist(split: str = "train", device: torch.device | str | None = None,
     source = source or os.environ.get("DGM_DATA", "auto").strip().lower() or "auto"
     if source not in SOURCES:
         raise ValueError(f"source (or DGM_DATA) must be one of {SOURCES}, got {source!r}")
-    if source == "offline":
+    if source == "offline" or (source == "auto" and data_dir() in _DOWNLOAD_FAILED):
         x, y = _offline_mnist(split)
     elif source == "download":
         x, y = _torchvision_mnist(split, data_dir())
@@ -70,6 +73,7 @@ def load_mnist(split: str = "train", device: torch.device | str | None = None,
         except MNISTFileError:
             raise  # a corrupt file must be fixed, not papered over
         except (OSError, RuntimeError) as err:  # no network, mirror down, ...
+            _DOWNLOAD_FAILED.add(data_dir())  # warn and try once per process, not per split
             warnings.warn(
                 f"Could not download MNIST into {data_dir()} ({type(err).__name__}: "
                 f"{str(err).splitlines()[0] if str(err) else ''}). Using the offline subset "
