@@ -1,0 +1,105 @@
+"""The ELBO helpers against independent routes: torch.distributions and a model with a known log p(x)."""
+
+import math
+
+import pytest
+import torch
+from torch import distributions as D
+
+from helpers import elbo
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    mu, logvar = torch.randn(64, 8, generator=g) * 2, torch.randn(64, 8, generator=g)
+    q = D.Independent(D.Normal(mu, (0.5 * logvar).exp()), 1)
+    p = D.Independent(D.Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+    assert torch.allclose(elbo.gaussian_kl(mu, logvar), D.kl_divergence(q, p), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(elbo.gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)), torch.zeros(3))
+
+
+def test_log_densities_match_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    mu, logvar, z = (torch.randn(5, 3, generator=g) for _ in range(3))
+    ref = D.Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1)
+    assert torch.allclose(elbo.log_normal(z, mu, logvar), ref, atol=1e-5)
+    assert torch.allclose(elbo.log_standard_normal(z), D.Normal(0.0, 1.0).log_prob(z).sum(-1), atol=1e-6)
+    x = torch.bernoulli(torch.full((4, 1, 2, 2), 0.5), generator=g)
+    logits = torch.randn(3, 4, 1, 2, 2, generator=g)
+    ref = D.Bernoulli(logits=logits).log_prob(x.expand_as(logits)).flatten(2).sum(-1)
+    assert torch.allclose(elbo.log_bernoulli(x, logits), ref, atol=1e-5)
+
+
+def test_reparameterize_moments_and_gradients():
+    mu = torch.tensor([[1.0, -2.0]], requires_grad=True)
+    logvar = torch.tensor([[0.0, math.log(4.0)]], requires_grad=True)
+    z = elbo.reparameterize(mu, logvar, 200_000, generator=torch.Generator().manual_seed(0))
+    assert z.shape == (200_000, 1, 2)
+    assert torch.allclose(z.mean(0), mu.detach(), atol=0.02)
+    assert torch.allclose(z.std(0), torch.tensor([[1.0, 2.0]]), atol=0.02)
+    z.mean().backward()  # d mean(z)/d mu = 1/2 per coordinate
+    assert torch.allclose(mu.grad, torch.full((1, 2), 0.5))
+
+
+# A linear-Gaussian model where everything is known in closed form:
+# p(z) = N(0, I_K), p(x|z) = N(W z + b, s² I_D)  ⇒  p(x) = N(b, W Wᵀ + s² I), and the exact
+# posterior p(z|x) = N(m, C) with C = (I + WᵀW/s²)⁻¹, m = C Wᵀ (x − b)/s².
+K, DIM, S2 = 2, 3, 0.5
+
+
+def _linear_gaussian():
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(DIM, K, generator=g, dtype=torch.float64)
+    b = torch.randn(DIM, generator=g, dtype=torch.float64)
+    x = torch.randn(4, DIM, generator=g, dtype=torch.float64) * 2
+    log_px = D.MultivariateNormal(b, W @ W.T + S2 * torch.eye(DIM)).log_prob(x)
+
+    def log_lik(x, z):  # (S, B)
+        return D.Normal(z @ W.T + b, math.sqrt(S2)).log_prob(x).sum(-1)
+    C = torch.linalg.inv(torch.eye(K, dtype=torch.float64) + W.T @ W / S2)
+    m = (x - b) @ W @ C / S2  # C symmetric
+    return x, log_px, log_lik, m, C
+
+
+def test_elbo_estimators_are_bounds_and_exact_at_the_true_posterior():
+    x, log_px, log_lik, m, C = _linear_gaussian()
+    torch.manual_seed(0)
+    # a deliberately poor q: the ELBO lies below log p(x) by KL(q ‖ p(z|x))
+    mu, logvar = torch.zeros_like(m), torch.zeros_like(m)
+    a = elbo.elbo_analytic(x, mu, logvar, log_lik, n_samples=20_000)
+    s = elbo.elbo_sgvb(x, mu, logvar, log_lik, n_samples=20_000)
+    post = D.MultivariateNormal(m, C)
+    q = D.MultivariateNormal(mu, torch.diag_embed(logvar.exp()))
+    gap = D.kl_divergence(q, post)  # log p(x) − ELBO, exactly
+    assert torch.allclose(a, log_px - gap, atol=0.05)
+    assert torch.allclose(s, log_px - gap, atol=0.1)
+    assert (a < log_px).all()
+    # the IW bound increases with k and approaches log p(x)
+    l1, l10, l1000 = (elbo.iw_bound(x, mu, logvar, log_lik, k) for k in (1, 10, 1000))
+    assert (l10.mean() > l1.mean()) and (l1000.mean() > l10.mean())
+    assert (log_px - l1000).abs().max() < 0.5 * (log_px - a).min()
+
+
+def test_iw_bound_is_exact_with_the_true_posterior_and_chunking_does_not_matter():
+    x, log_px, log_lik, m, C = _linear_gaussian()
+    # q with the posterior's mean and marginal variances: close to p(z|x), so L_k ≈ log p(x)
+    mu, logvar = m, C.diagonal().log().expand_as(m)
+    torch.manual_seed(1)
+    a = elbo.iw_bound(x, mu, logvar, log_lik, k=2000, chunk=2000)
+    torch.manual_seed(1)
+    b = elbo.iw_bound(x, mu, logvar, log_lik, k=2000, chunk=7)
+    assert torch.allclose(a, log_px, atol=0.02)
+    assert torch.allclose(b, log_px, atol=0.02)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="output size must be even.*got 5"):
+        elbo.split_latent(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"2-D tensor \(B, 2K\)"):
+        elbo.split_latent(torch.zeros(4))
+    with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
+        elbo.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="n_samples must be a positive integer, got 0"):
+        elbo.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 0)
+    with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
+        elbo.iw_bound(torch.zeros(2, 3), torch.zeros(2, 1), torch.zeros(2, 1), lambda x, z: z.sum(-1), 0)
