@@ -98,8 +98,11 @@ def mask_math(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 # [text](target "title") and ![alt](target); target may be wrapped in <...>.
-_INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*(<[^>]*>|[^\s()]*(?:\([^\s()]*\)[^\s()]*)*)")
-_REF_DEF = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)")
+_INLINE_LINK = re.compile(
+    r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]"  # [text] or ![alt], one level of nested brackets
+    r"\(\s*(<[^>]*>|[^\s()]*(?:\([^\s()]*\)[^\s()]*)*)"  # (target), balanced parentheses allowed
+)
+_REF_DEF = re.compile(r"^ {0,3}\[(?!\^)[^\]]+\]:\s*(<[^>]*>|\S+)")  # not footnotes [^1]:
 _HTML_SRC = re.compile(r"<(?:img|a|source)\b[^>]*?\b(?:src|href)\s*=\s*[\"']([^\"']*)[\"']", re.I)
 _SKIP_SCHEMES = ("http://", "https://", "mailto:")
 
@@ -281,13 +284,16 @@ def test_selftest_finds_broken_link_and_image(tmp_path: Path) -> None:
         "[bad](missing.md#frag) and ![bad image](gone.png)\n"
         '<img src="also-gone.png"> [abs](/etc/passwd)\n'
         "[ref]: nowhere.md\n"
+        "[^1]: A footnote, not a link.\n"
     )
     errors = check_links(md, text)
     joined = "\n".join(errors)
     for bad in ("missing.md#frag", "gone.png", "also-gone.png", "/etc/passwd", "nowhere.md"):
         assert bad in joined, f"broken link {bad!r} not reported:\n{joined}"
     assert "note.md:7" in joined, "line number of the broken link missing"
-    for fine in ("ok.md", "fig.png", "example.org", "#top", "mailto", "in-code", "in-fence"):
+    skipped = ("ok.md", "fig.png", "example.org", "#top", "mailto", "in-code", "in-fence")
+    skipped += ("footnote",)
+    for fine in skipped:
         assert fine not in joined, f"good or skipped link {fine!r} reported:\n{joined}"
     assert len(errors) == 5
 
