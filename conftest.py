@@ -8,4 +8,3 @@ import os
 
 os.environ.setdefault("DGM_PROFILE", "smoke")
 os.environ.setdefault("DGM_PROGRESS", "0")  # no progress bars in executed test notebooks
-os.environ.setdefault("MPLBACKEND", "Agg")
