@@ -1,0 +1,398 @@
+"""Denoising diffusion: noise schedules, the forward process, its posterior, DDPM and DDIM sampling.
+
+Notation follows Ho, Jain & Abbeel 2020 (DDPM, arXiv:2006.11239) and the course (DESIGN.md):
+β_t the noise added at step t, α_t = 1 − β_t, ᾱ_t = ∏_{s≤t} α_s (``alpha_bar``), ε the noise,
+ε_θ(x_t, t) the network that predicts it, T the number of steps.
+
+Steps are numbered as in the paper, t = 1..T. Every per-step tensor of a ``NoiseSchedule``
+has T + 1 entries and entry 0 describes clean data: β_0 = 0, ᾱ_0 = 1. So ``alpha_bar[t]`` is
+ᾱ_t, the network is called with t ∈ {1..T}, and a DDIM step that "jumps to step 0" returns its
+estimate of x_0.
+
+Shapes: images x (B, C, H, W); steps t (B,) int64; per-step coefficients are gathered into
+(B, 1, 1, 1) so they broadcast over an image (``extract``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+SCHEDULES = ("linear", "cosine")
+EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # ε_θ(x_t (B,C,H,W), t (B,))
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def _check_T(T) -> int:
+    if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+        raise ValueError(f"T (the number of diffusion steps) must be an integer ≥ 1, got {T!r}")
+    return T
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """β_t, α_t and ᾱ_t for t = 0..T (float64, on the CPU; entry 0 is clean data).
+
+    Build one with ``linear_schedule``, ``cosine_schedule`` or ``NoiseSchedule.from_betas``.
+    """
+
+    beta: torch.Tensor       # (T+1,) β_t; β_0 = 0
+    alpha: torch.Tensor      # (T+1,) α_t = 1 − β_t
+    alpha_bar: torch.Tensor  # (T+1,) ᾱ_t = ∏_{s=1}^t α_s; ᾱ_0 = 1
+
+    @classmethod
+    def from_betas(cls, betas) -> "NoiseSchedule":
+        """From β_1..β_T (a sequence or 1-D tensor of length T ≥ 1, each in (0, 1))."""
+        b = torch.as_tensor(betas, dtype=torch.float64).detach().cpu()
+        if b.ndim != 1:
+            raise ValueError(f"betas must be 1-D (β_1..β_T), got shape {tuple(b.shape)}")
+        _check_T(len(b))
+        bad = ~((b > 0) & (b < 1))
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise ValueError(f"betas must lie in the open interval (0, 1), got β_{i + 1} = "
+                             f"{b[i].item():.4g} (range of all betas: [{b.min().item():.4g}, "
+                             f"{b.max().item():.4g}])")
+        beta = torch.cat([b.new_zeros(1), b])          # β_0 = 0 pads index 0
+        alpha = 1.0 - beta                             # α_t = 1 − β_t
+        alpha_bar = torch.cumprod(alpha, dim=0)        # ᾱ_t = ∏_{s≤t} α_s, ᾱ_0 = 1
+        return cls(beta, alpha, alpha_bar)
+
+    @property
+    def T(self) -> int:
+        return len(self.beta) - 1
+
+    def log_snr(self) -> torch.Tensor:
+        """log SNR(t) = log(ᾱ_t / (1 − ᾱ_t)) for t = 1..T, shape (T,)."""
+        ab = self.alpha_bar[1:]
+        return torch.log(ab) - torch.log1p(-ab)
+
+
+def linear_schedule(T: int = 1000, beta_1: float | None = None,
+                    beta_T: float | None = None) -> NoiseSchedule:
+    """β_t rising linearly from β_1 to β_T (Ho et al. 2020: 1e-4 to 0.02 for T = 1000).
+
+    By default both ends are scaled by 1000 / T (as Nichol & Dhariwal 2021 do), so a shorter
+    chain still ends near pure noise: ᾱ_T ≈ exp(−Σ β_t) is about the same for every T. Below
+    T = 50 the scaled β_T leaves (0, 1) and a ValueError says so.
+    """
+    T = _check_T(T)
+    scale = 1000 / T
+    beta_1 = 1e-4 * scale if beta_1 is None else beta_1
+    beta_T = 0.02 * scale if beta_T is None else beta_T
+    for name, v in (("beta_1", beta_1), ("beta_T", beta_T)):
+        if not 0 < v < 1:
+            raise ValueError(f"{name} must lie in (0, 1), got {v:.4g}"
+                             + (f" (the default scaled by 1000/T for T={T}; use T ≥ 50 or the "
+                                f"cosine schedule)" if v > 1 else ""))
+    return NoiseSchedule.from_betas(torch.linspace(beta_1, beta_T, T, dtype=torch.float64))
+
+
+def cosine_schedule(T: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> NoiseSchedule:
+    """The cosine schedule of Nichol & Dhariwal 2021 (arXiv:2102.09672, eq. 17).
+
+    ᾱ_t = f(t) / f(0) with f(t) = cos²(π/2 · (t/T + s) / (1 + s)); β_t = 1 − ᾱ_t / ᾱ_{t−1},
+    clipped at ``max_beta`` so the last steps stay finite.
+    """
+    T = _check_T(T)
+    if not s >= 0:
+        raise ValueError(f"s (the offset of the cosine schedule) must be ≥ 0, got {s!r}")
+    if not 0 < max_beta < 1:
+        raise ValueError(f"max_beta must lie in (0, 1), got {max_beta!r}")
+    t = torch.arange(T + 1, dtype=torch.float64)
+    f = torch.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2   # f(t)
+    alpha_bar = f / f[0]                                       # ᾱ_t = f(t) / f(0)
+    beta = 1 - alpha_bar[1:] / alpha_bar[:-1]                  # β_t = 1 − ᾱ_t / ᾱ_{t−1}
+    return NoiseSchedule.from_betas(beta.clamp(min=1e-8, max=max_beta))
+
+
+def make_schedule(name: str, T: int) -> NoiseSchedule:
+    """``linear_schedule(T)`` or ``cosine_schedule(T)`` by name."""
+    if name not in SCHEDULES:
+        raise ValueError(f"name must be one of {SCHEDULES}, got {name!r}")
+    return linear_schedule(T) if name == "linear" else cosine_schedule(T)
+
+
+def extract(a: torch.Tensor, t: torch.Tensor, ndim: int = 4,
+            dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Gather a[t] for steps t (B,) as (B, 1, …, 1) with ``ndim`` dimensions, on t's device."""
+    return a.to(dtype).to(t.device)[t].reshape(-1, *([1] * (ndim - 1)))
+
+
+def _check_steps(t: torch.Tensor, x: torch.Tensor, T: int, lowest: int = 0) -> None:
+    if not torch.is_tensor(t) or t.dtype not in (torch.int32, torch.int64) or t.shape != (len(x),):
+        raise ValueError(f"t must be an integer tensor of shape ({len(x)},) (one step per image), "
+                         f"got {tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}"
+                         f"{' of dtype ' + str(t.dtype) if torch.is_tensor(t) else ''}")
+    if len(t) and (t.min() < lowest or t.max() > T):
+        raise ValueError(f"t must lie in {lowest}..{T} (T = {T}), got values in "
+                         f"[{t.min().item()}, {t.max().item()}]")
+
+
+def _steps(t, x: torch.Tensor) -> torch.Tensor:
+    """An int step or a (B,) tensor of steps → a (B,) int64 tensor on x's device."""
+    if isinstance(t, int) and not isinstance(t, bool):
+        return torch.full((len(x),), t, dtype=torch.long, device=x.device)
+    return t
+
+
+def _check_x(x, name: str = "x") -> None:
+    if not torch.is_tensor(x) or not x.is_floating_point() or x.ndim < 2:
+        raise ValueError(f"{name} must be a floating-point tensor (B, …), e.g. images "
+                         f"(B, C, H, W); got "
+                         f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+
+
+def _randn(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Standard normal noise drawn on the generator's device (reproducible), then moved."""
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where).to(device)
+
+
+# ----------------------------------------------------------------------------- forward process
+
+def q_step(x_prev: torch.Tensor, t, schedule: NoiseSchedule,
+           noise: torch.Tensor | None = None) -> torch.Tensor:
+    """One forward step: draw x_t ~ q(x_t | x_{t−1}) = N(√α_t x_{t−1}, β_t I). t ∈ 1..T."""
+    _check_x(x_prev, "x_prev")
+    t = _steps(t, x_prev)
+    _check_steps(t, x_prev, schedule.T, lowest=1)
+    noise = torch.randn_like(x_prev) if noise is None else noise
+    return (extract(schedule.alpha, t, x_prev.ndim).sqrt() * x_prev   # √α_t x_{t−1}
+            + extract(schedule.beta, t, x_prev.ndim).sqrt() * noise)  # + √β_t ε
+
+
+def q_sample(x0: torch.Tensor, t, schedule: NoiseSchedule,
+             noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Draw x_t ~ q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) in one go (Ho et al. eq. 4).
+
+    x0 (B, C, H, W); t an int or (B,) steps in 0..T; noise ε (B, C, H, W) or None to draw it.
+    """
+    _check_x(x0, "x0")
+    t = _steps(t, x0)
+    _check_steps(t, x0, schedule.T)
+    noise = torch.randn_like(x0) if noise is None else noise
+    if noise.shape != x0.shape:
+        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got "
+                         f"{tuple(noise.shape)}")
+    ab = extract(schedule.alpha_bar, t, x0.ndim)
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise  # x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε
+
+
+# ----------------------------------------------------------------------------- posterior
+
+def posterior_coefficients(schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor,
+                                                                torch.Tensor]:
+    """Coefficients of q(x_{t−1} | x_t, x_0) = N(c₀ x_0 + c_t x_t, β̃_t I) for t = 1..T.
+
+    Returns (c₀, c_t, β̃), each (T+1,) float64 with entry 0 unused (set to 0) (Ho et al. eq. 7):
+    c₀ = √ᾱ_{t−1} β_t / (1 − ᾱ_t), c_t = √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t),
+    β̃_t = (1 − ᾱ_{t−1}) / (1 − ᾱ_t) · β_t.
+    """
+    beta, alpha, ab = schedule.beta[1:], schedule.alpha[1:], schedule.alpha_bar[1:]
+    ab_prev = schedule.alpha_bar[:-1]                       # ᾱ_{t−1}
+    coef_x0 = ab_prev.sqrt() * beta / (1 - ab)              # √ᾱ_{t−1} β_t / (1 − ᾱ_t)
+    coef_xt = alpha.sqrt() * (1 - ab_prev) / (1 - ab)       # √α_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t)
+    var = (1 - ab_prev) / (1 - ab) * beta                   # β̃_t
+    pad = beta.new_zeros(1)
+    return torch.cat([pad, coef_x0]), torch.cat([pad, coef_xt]), torch.cat([pad, var])
+
+
+def q_posterior_mean_variance(x0: torch.Tensor, xt: torch.Tensor, t,
+                              schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (B, C, H, W) and variance (B, 1, 1, 1) of q(x_{t−1} | x_t, x_0), t ∈ 1..T."""
+    _check_x(x0, "x0")
+    if not torch.is_tensor(xt) or xt.shape != x0.shape:
+        raise ValueError(f"xt must have the shape of x0 {tuple(x0.shape)}, got "
+                         f"{tuple(xt.shape) if torch.is_tensor(xt) else type(xt).__name__}")
+    t = _steps(t, x0)
+    _check_steps(t, x0, schedule.T, lowest=1)
+    c0, ct, var = posterior_coefficients(schedule)
+    mean = extract(c0, t, x0.ndim) * x0 + extract(ct, t, x0.ndim) * xt  # μ̃_t(x_t, x_0)
+    return mean, extract(var, t, x0.ndim)                               # β̃_t
+
+
+def predict_x0_from_eps(xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor,
+                        schedule: NoiseSchedule) -> torch.Tensor:
+    """x̂_0 = (x_t − √(1 − ᾱ_t) ε̂) / √ᾱ_t: invert q_sample given a noise estimate."""
+    ab = extract(schedule.alpha_bar, t, xt.ndim)
+    return (xt - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def eps_from_x0(xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
+                schedule: NoiseSchedule) -> torch.Tensor:
+    """ε = (x_t − √ᾱ_t x_0) / √(1 − ᾱ_t): the noise that takes x_0 to x_t."""
+    ab = extract(schedule.alpha_bar, t, xt.ndim)
+    return (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
+
+
+# ----------------------------------------------------------------------------- training
+
+def training_loss(model: EpsModel, x0: torch.Tensor, schedule: NoiseSchedule,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """L_simple (Ho et al. eq. 14): E_{t, x_0, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖².
+
+    t ~ Uniform{1..T}, ε ~ N(0, I); the mean is over pixels and batch. x0 (B, C, H, W) in
+    [−1, 1]. Returns a scalar.
+    """
+    _check_x(x0, "x0")
+    where = generator.device if generator is not None else x0.device
+    t = torch.randint(1, schedule.T + 1, (len(x0),), generator=generator, device=where)
+    noise = _randn(x0.shape, generator, x0.device)
+    t = t.to(x0.device)
+    xt = q_sample(x0, t, schedule, noise)
+    return torch.mean((noise - model(xt, t)) ** 2)
+
+
+def ema_of(model: torch.nn.Module, optimizer: torch.optim.Optimizer, decay: float = 0.999,
+           warmup: bool = True) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``model``'s weights, updated after every optimizer step.
+
+    θ_EMA ← d θ_EMA + (1 − d) θ. Ho et al. 2020 sample with such an average (d = 0.9999).
+    With ``warmup`` the decay grows as d_n = min(decay, (1 + n) / (10 + n)) over the first
+    updates, so a short run is not dominated by the initial weights. Sample with
+    ``ema.module``.
+    """
+    if not 0 < decay < 1:
+        raise ValueError(f"decay must lie in (0, 1), got {decay!r}")
+    count = [0]  # updates so far, kept on the host: no device sync per step
+
+    @torch.no_grad()
+    def ema_update(ema_params, params, _num_averaged):
+        n = count[0] = count[0] + 1
+        d = min(decay, (1 + n) / (10 + n)) if warmup else decay
+        torch._foreach_lerp_(ema_params, params, 1 - d)   # θ_EMA += (1 − d)(θ − θ_EMA)
+
+    ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_update)
+    optimizer.register_step_post_hook(lambda *_: ema.update_parameters(model))
+    return ema
+
+
+# ----------------------------------------------------------------------------- DDPM sampling
+
+def p_mean_variance(model: EpsModel, xt: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
+                    clip_denoised: bool = True, variance: str = "posterior"):
+    """Mean, variance and x̂_0 of p_θ(x_{t−1} | x_t) for an ε-predicting model.
+
+    x̂_0 comes from ε_θ (and is clipped to [−1, 1] if ``clip_denoised``); the mean is the
+    posterior mean μ̃_t(x_t, x̂_0), which equals (x_t − β_t/√(1−ᾱ_t) ε_θ)/√α_t without clipping
+    (Ho et al. eq. 11). ``variance``: ``"posterior"`` σ_t² = β̃_t or ``"beta"`` σ_t² = β_t
+    (the two choices of Ho et al. §3.2).
+    """
+    if variance not in ("posterior", "beta"):
+        raise ValueError(f"variance must be 'posterior' or 'beta', got {variance!r}")
+    eps = model(xt, t)
+    x0_hat = predict_x0_from_eps(xt, t, eps, schedule)
+    if clip_denoised:
+        x0_hat = x0_hat.clamp(-1, 1)
+    mean, post_var = q_posterior_mean_variance(x0_hat, xt, t, schedule)
+    var = post_var if variance == "posterior" else extract(schedule.beta, t, xt.ndim)
+    return mean, var, x0_hat
+
+
+@torch.no_grad()
+def p_sample(model: EpsModel, xt: torch.Tensor, t, schedule: NoiseSchedule,
+             generator: torch.Generator | None = None, clip_denoised: bool = True,
+             variance: str = "posterior") -> torch.Tensor:
+    """One ancestral step: x_{t−1} = μ_θ(x_t, t) + σ_t z, z ~ N(0, I) (no noise at t = 1).
+
+    xt (B, C, H, W); t an int or (B,) steps in 1..T. Returns x_{t−1} (B, C, H, W).
+    """
+    _check_x(xt, "xt")
+    t = _steps(t, xt)
+    _check_steps(t, xt, schedule.T, lowest=1)
+    mean, var, _ = p_mean_variance(model, xt, t, schedule, clip_denoised, variance)
+    z = _randn(xt.shape, generator, xt.device)
+    nonzero = (t > 1).to(xt.dtype).reshape(-1, *([1] * (xt.ndim - 1)))  # t = 1 returns the mean
+    return mean + nonzero * var.sqrt() * z
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 2 or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise ValueError(f"shape must be a tuple of positive integers (B, C, H, W), got {shape!r}")
+    return tuple(shape)
+
+
+@torch.no_grad()
+def p_sample_loop(model: EpsModel, shape, schedule: NoiseSchedule, device=None,
+                  generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
+                  clip_denoised: bool = True, variance: str = "posterior",
+                  keep: int = 0) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """DDPM sampling (Ho et al. algorithm 2): x_T ~ N(0, I), then p_sample for t = T..1.
+
+    shape (B, C, H, W); x_T a given start (else drawn). Returns x_0 (B, C, H, W); with
+    ``keep`` > 0 also a dict {t: x_t} at ``keep`` evenly spaced steps (on the CPU), T and 0
+    included, for drawing the reverse trajectory.
+    """
+    shape = _check_shape(shape)
+    x = _randn(shape, generator, device) if x_T is None else x_T
+    keep_at = set(torch.linspace(0, schedule.T, keep).round().long().tolist()) if keep else set()
+    trajectory = {schedule.T: x.cpu()} if schedule.T in keep_at else {}
+    for t in range(schedule.T, 0, -1):
+        x = p_sample(model, x, t, schedule, generator, clip_denoised, variance)
+        if t - 1 in keep_at:
+            trajectory[t - 1] = x.cpu()
+    return (x, trajectory) if keep else x
+
+
+# ----------------------------------------------------------------------------- DDIM sampling
+
+def ddim_timesteps(T: int, S: int) -> list[int]:
+    """S steps τ_S > … > τ_1 of 1..T, evenly spaced and ending at T (Song et al. 2021, §4.2)."""
+    T = _check_T(T)
+    if isinstance(S, bool) or not isinstance(S, int) or not 1 <= S <= T:
+        raise ValueError(f"S (the number of DDIM steps) must be an integer in 1..T = 1..{T}, "
+                         f"got {S!r}")
+    return [round(i * T / S) for i in range(S, 0, -1)]  # τ_i = round(i · T / S)
+
+
+def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor,
+              schedule: NoiseSchedule, eta: float = 0.0, noise: torch.Tensor | None = None,
+              clip_denoised: bool = True) -> torch.Tensor:
+    """One DDIM update from step t to an earlier step t_prev (Song et al. 2021, eq. 12).
+
+    x_{t'} = √ᾱ_{t'} x̂_0 + √(1 − ᾱ_{t'} − σ_t²) ε̂ + σ_t z with
+    σ_t = η √((1 − ᾱ_{t'}) / (1 − ᾱ_t)) √(1 − ᾱ_t / ᾱ_{t'}). η = 0 is deterministic;
+    η = 1 with t' = t − 1 is DDPM's ancestral step. eps, xt (B, C, H, W); t, t_prev (B,).
+    """
+    if not 0 <= eta:
+        raise ValueError(f"eta must be ≥ 0, got {eta!r}")
+    ab, ab_prev = extract(schedule.alpha_bar, t, xt.ndim), extract(schedule.alpha_bar, t_prev, xt.ndim)
+    x0_hat = predict_x0_from_eps(xt, t, eps, schedule)
+    if clip_denoised:
+        x0_hat = x0_hat.clamp(-1, 1)
+        eps = eps_from_x0(xt, t, x0_hat, schedule)      # keep ε̂ consistent with clipped x̂_0
+    sigma = eta * ((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)).sqrt()
+    x_prev = ab_prev.sqrt() * x0_hat + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+    if eta > 0:
+        x_prev = x_prev + sigma * (torch.randn_like(xt) if noise is None else noise)
+    return x_prev
+
+
+@torch.no_grad()
+def ddim_sample_loop(model: EpsModel, shape, schedule: NoiseSchedule, S: int, eta: float = 0.0,
+                     device=None, generator: torch.Generator | None = None,
+                     x_T: torch.Tensor | None = None, clip_denoised: bool = True,
+                     keep: bool = False):
+    """DDIM sampling with S ≪ T network calls: x_T ~ N(0, I), then ddim_step along τ.
+
+    The last step goes to t' = 0, where ᾱ_0 = 1, so it returns x̂_0. Returns x_0 (B, C, H, W);
+    with ``keep`` also the dict {τ_i: x_{τ_i}} of every visited step (on the CPU).
+    """
+    shape = _check_shape(shape)
+    x = _randn(shape, generator, device) if x_T is None else x_T
+    taus = ddim_timesteps(schedule.T, S) + [0]
+    trajectory = {taus[0]: x.cpu()}
+    for t, t_prev in zip(taus[:-1], taus[1:]):
+        tt = torch.full((shape[0],), t, dtype=torch.long, device=x.device)
+        tp = torch.full_like(tt, t_prev)
+        z = _randn(shape, generator, x.device) if eta > 0 else None
+        x = ddim_step(model(x, tt), x, tt, tp, schedule, eta, z, clip_denoised)
+        if keep:
+            trajectory[t_prev] = x.cpu()
+    return (x, trajectory) if keep else x

@@ -1,0 +1,298 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import diffusion as dif
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: a second thread only adds synchronisation (slow on a busy CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def test_linear_schedule_values():
+    s = dif.linear_schedule(1000)
+    assert s.T == 1000 and s.beta.shape == s.alpha.shape == s.alpha_bar.shape == (1001,)
+    assert s.beta[0] == 0 and s.alpha_bar[0] == 1  # index 0 is clean data
+    assert s.beta[1].item() == pytest.approx(1e-4) and s.beta[1000].item() == pytest.approx(0.02)
+    assert torch.allclose(s.alpha, 1 - s.beta)
+    assert torch.allclose(s.alpha_bar[1:], torch.cumprod(1 - s.beta[1:], 0))
+    assert s.alpha_bar[1000] < 1e-4  # ends at (almost) pure noise: ᾱ_T ≈ e^{-10}
+    short = dif.linear_schedule(100)  # ends scaled by 1000 / T
+    assert short.beta[1].item() == pytest.approx(1e-3) and short.beta[100].item() == pytest.approx(0.2)
+    assert short.alpha_bar[100] < 1e-4
+
+
+def test_cosine_schedule_values():
+    T, s_ = 1000, 0.008
+    s = dif.cosine_schedule(T)
+    f = lambda t: math.cos((t / T + s_) / (1 + s_) * math.pi / 2) ** 2  # noqa: E731
+    for t in (1, 10, 500, 900):
+        assert s.alpha_bar[t].item() == pytest.approx(f(t) / f(0), rel=1e-9)
+    assert s.beta[1:].max() <= 0.999
+    assert s.alpha_bar[T] < 1e-6
+    # the cosine schedule destroys information more slowly in the middle than the linear one
+    assert s.alpha_bar[500] > dif.linear_schedule(T).alpha_bar[500]
+
+
+@pytest.mark.parametrize("name, T", [("linear", 50), ("linear", 1000), ("cosine", 1),
+                                     ("cosine", 50), ("cosine", 1000)])
+def test_alpha_bar_is_strictly_decreasing_and_log_snr_too(name, T):
+    s = dif.make_schedule(name, T)
+    assert (s.alpha_bar[1:] < s.alpha_bar[:-1]).all()
+    assert ((s.beta[1:] > 0) & (s.beta[1:] < 1)).all()
+    snr = s.log_snr()
+    assert snr.shape == (T,) and (snr[1:] < snr[:-1]).all()
+
+
+@pytest.mark.parametrize("T", [0, -3, 2.5, True])
+def test_schedules_reject_bad_T(T):
+    for make in (dif.linear_schedule, dif.cosine_schedule):
+        with pytest.raises(ValueError, match=r"T \(the number of diffusion steps\) must be an "
+                                             r"integer ≥ 1, got " + str(T)):
+            make(T)
+
+
+@pytest.mark.parametrize("betas, bad", [([0.1, 1.2, 0.3], "β_2 = 1.2"), ([0.0, 0.1], "β_1 = 0"),
+                                        ([0.1, -0.5], "β_2 = -0.5")])
+def test_schedules_reject_betas_outside_0_1(betas, bad):
+    with pytest.raises(ValueError, match=r"betas must lie in the open interval \(0, 1\), got " + bad):
+        dif.NoiseSchedule.from_betas(betas)
+
+
+def test_schedule_argument_errors():
+    with pytest.raises(ValueError, match=r"beta_T must lie in \(0, 1\), got 2 .*T=10"):
+        dif.linear_schedule(10)  # 0.02 · 1000 / 10 = 2
+    with pytest.raises(ValueError, match=r"beta_1 must lie in \(0, 1\), got 0"):
+        dif.linear_schedule(100, beta_1=0.0)
+    with pytest.raises(ValueError, match=r"name must be one of \('linear', 'cosine'\), got 'quad'"):
+        dif.make_schedule("quad", 10)
+    with pytest.raises(ValueError, match=r"betas must be 1-D .* got shape \(2, 2\)"):
+        dif.NoiseSchedule.from_betas(torch.full((2, 2), 0.1))
+    with pytest.raises(ValueError, match=r"max_beta must lie in \(0, 1\), got 1.5"):
+        dif.cosine_schedule(10, max_beta=1.5)
+
+
+# ----------------------------------------------------------------------------- forward process
+
+def test_q_sample_matches_iterated_chain():
+    """Closed form q(x_t | x_0) vs T single steps q(x_t | x_{t−1}), by Monte Carlo."""
+    s = dif.cosine_schedule(40)
+    torch.manual_seed(0)
+    N = 10_000
+    x0 = torch.tensor([-1.0, -0.3, 0.4, 1.0]).reshape(1, 1, 2, 2).expand(N, 1, 2, 2)
+    x = x0.clone()
+    for t in range(1, s.T + 1):
+        x = dif.q_step(x, t, s)
+        if t in (1, 10, 25, 40):
+            direct = dif.q_sample(x0, t, s)
+            ab = s.alpha_bar[t].item()
+            for name, xs in (("iterated", x), ("closed form", direct)):
+                mean, var = xs.mean(0), xs.var(0)
+                se_mean = math.sqrt((1 - ab) / N)
+                assert torch.allclose(mean, math.sqrt(ab) * x0[0], atol=5 * se_mean), \
+                    f"{name} mean at t={t}: {mean.flatten()} vs {math.sqrt(ab) * x0[0].flatten()}"
+                assert torch.allclose(var, torch.full_like(var, 1 - ab),
+                                      rtol=5 * math.sqrt(2 / N), atol=1e-4), \
+                    f"{name} variance at t={t}: {var.flatten()} vs {1 - ab}"
+
+
+def test_q_sample_closed_form_with_given_noise():
+    s = dif.linear_schedule(100)
+    x0, eps = torch.rand(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    t = torch.tensor([0, 7, 100])
+    xt = dif.q_sample(x0, t, s, eps)
+    assert torch.equal(xt[0], x0[0])  # t = 0 is the data itself
+    ab = s.alpha_bar[7].item()
+    assert torch.allclose(xt[1], math.sqrt(ab) * x0[1] + math.sqrt(1 - ab) * eps[1], atol=1e-6)
+    # the noise that q_sample used is recovered exactly from x_t and x_0, and x_0 from the noise
+    assert torch.allclose(dif.eps_from_x0(xt[1:], t[1:], x0[1:], s), eps[1:], atol=1e-4)
+    assert torch.allclose(dif.predict_x0_from_eps(xt[1:], t[1:], eps[1:], s), x0[1:], atol=1e-4)
+
+
+def test_q_sample_argument_errors():
+    s = dif.linear_schedule(100)
+    x0 = torch.zeros(2, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"t must lie in 0..100 \(T = 100\), got values in \[3, 101\]"):
+        dif.q_sample(x0, torch.tensor([3, 101]), s)
+    with pytest.raises(ValueError, match=r"t must be an integer tensor of shape \(2,\) .* got \(3,\)"):
+        dif.q_sample(x0, torch.tensor([1, 2, 3]), s)
+    with pytest.raises(ValueError, match=r"t must be an integer tensor .* dtype torch.float32"):
+        dif.q_sample(x0, torch.tensor([1.0, 2.0]), s)
+    with pytest.raises(ValueError, match=r"noise must have the shape of x0 \(2, 1, 4, 4\), got \(2, 1, 4, 3\)"):
+        dif.q_sample(x0, 5, s, torch.zeros(2, 1, 4, 3))
+    with pytest.raises(ValueError, match=r"x0 must be a floating-point tensor"):
+        dif.q_sample(torch.zeros(2, 1, 4, 4, dtype=torch.long), 5, s)
+    with pytest.raises(ValueError, match=r"t must lie in 1..100"):
+        dif.q_step(x0, 0, s)
+
+
+# ----------------------------------------------------------------------------- posterior
+
+def _posterior_by_conditioning(s: dif.NoiseSchedule, t: int, x0: np.ndarray, xt: np.ndarray):
+    """q(x_{t−1} | x_t, x_0) from the joint Gaussian of (x_{t−1}, x_t) given x_0, per pixel.
+
+    x_{t−1} = √ᾱ_{t−1} x_0 + √(1−ᾱ_{t−1}) ε₁ and x_t = √α_t x_{t−1} + √β_t ε₂, so the joint has
+    mean (√ᾱ_{t−1} x_0, √ᾱ_t x_0) and covariance [[v, √α_t v], [√α_t v, α_t v + β_t]] with
+    v = 1 − ᾱ_{t−1}; then condition on x_t with the Schur complement.
+    """
+    ab_prev, a, b = (s.alpha_bar[t - 1].item(), s.alpha[t].item(), s.beta[t].item())
+    v = 1 - ab_prev
+    cov = np.array([[v, math.sqrt(a) * v], [math.sqrt(a) * v, a * v + b]])
+    m1, m2 = math.sqrt(ab_prev) * x0, math.sqrt(a * ab_prev) * x0
+    mean = m1 + cov[0, 1] / cov[1, 1] * (xt - m2)
+    var = cov[0, 0] - cov[0, 1] ** 2 / cov[1, 1]
+    assert cov[1, 1] == pytest.approx(1 - s.alpha_bar[t].item())  # the marginal of x_t
+    return mean, var
+
+
+@pytest.mark.parametrize("name", dif.SCHEDULES)
+def test_posterior_matches_gaussian_conditioning(name):
+    s = dif.make_schedule(name, 200)
+    rng = np.random.default_rng(0)
+    x0 = rng.uniform(-1, 1, size=(1, 1, 3, 3))
+    xt = rng.normal(size=(1, 1, 3, 3))
+    for t in (1, 2, 17, 100, 199, 200):
+        mean, var = dif.q_posterior_mean_variance(torch.tensor(x0, dtype=torch.float64),
+                                                  torch.tensor(xt, dtype=torch.float64), t, s)
+        ref_mean, ref_var = _posterior_by_conditioning(s, t, x0, xt)
+        assert np.allclose(mean.numpy(), ref_mean, atol=1e-6), f"posterior mean at t={t}"
+        assert var.item() == pytest.approx(ref_var, rel=1e-6, abs=1e-12), f"posterior variance at t={t}"
+
+
+def test_posterior_at_t1_returns_x0():
+    s = dif.linear_schedule(100)
+    x0, xt = torch.rand(2, 1, 3, 3), torch.randn(2, 1, 3, 3)
+    mean, var = dif.q_posterior_mean_variance(x0, xt, 1, s)
+    assert torch.allclose(mean, x0, atol=1e-6) and (var == 0).all()
+    with pytest.raises(ValueError, match=r"xt must have the shape of x0"):
+        dif.q_posterior_mean_variance(x0, xt[:1], 1, s)
+
+
+# ----------------------------------------------------------------------------- training loss
+
+def _gaussian_oracle(s: dif.NoiseSchedule, mu: float, sd: float):
+    """The exact E[ε | x_t] when every pixel of the data is N(mu, sd²) (a known optimum)."""
+    def eps_model(x, t):
+        ab = dif.extract(s.alpha_bar, t, x.ndim)
+        return (1 - ab).sqrt() * (x - ab.sqrt() * mu) / (ab * sd**2 + 1 - ab)
+    return eps_model
+
+
+def test_training_loss_is_zero_for_the_oracle_of_a_point_mass():
+    s = dif.cosine_schedule(100)
+    x0 = torch.full((64, 1, 4, 4), 0.3)
+    loss = dif.training_loss(_gaussian_oracle(s, 0.3, 0.0), x0, s)
+    assert loss.ndim == 0 and loss.item() < 1e-8
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    model = lambda x, t: 0.5 * x  # noqa: E731
+    assert dif.training_loss(model, x0, s, g1).item() == dif.training_loss(model, x0, s, g2).item()
+    assert dif.training_loss(lambda x, t: torch.zeros_like(x), x0, s).item() == pytest.approx(1, abs=0.15)
+
+
+# ----------------------------------------------------------------------------- samplers
+
+def test_ddim_timesteps():
+    assert dif.ddim_timesteps(1000, 4) == [1000, 750, 500, 250]
+    assert dif.ddim_timesteps(10, 10) == list(range(10, 0, -1))
+    for S in (0, 11, 2.0):
+        with pytest.raises(ValueError, match=r"S \(the number of DDIM steps\) must be an integer "
+                                             r"in 1..T = 1..10, got " + str(S)):
+            dif.ddim_timesteps(10, S)
+
+
+def test_samplers_shapes_and_trajectories():
+    s = dif.linear_schedule(60)
+    model = lambda x, t: 0.1 * x  # noqa: E731
+    x, traj = dif.p_sample_loop(model, (3, 1, 8, 8), s, keep=4)
+    assert x.shape == (3, 1, 8, 8) and sorted(traj) == [0, 20, 40, 60]
+    assert torch.equal(traj[0], x)
+    x, traj = dif.ddim_sample_loop(model, (3, 1, 8, 8), s, S=6, keep=True)
+    assert x.shape == (3, 1, 8, 8) and sorted(traj) == [0, 10, 20, 30, 40, 50, 60]
+    assert dif.p_sample(model, x, 5, s).shape == (3, 1, 8, 8)
+
+
+def test_ddim_eta0_is_deterministic_and_ddpm_is_not():
+    s = dif.cosine_schedule(50)
+    model = lambda x, t: 0.2 * torch.tanh(x) + 0.01 * t[:, None, None, None]  # noqa: E731
+    x_T = torch.randn(4, 1, 6, 6)
+    a = dif.ddim_sample_loop(model, x_T.shape, s, S=10, x_T=x_T,
+                             generator=torch.Generator().manual_seed(1))
+    b = dif.ddim_sample_loop(model, x_T.shape, s, S=10, x_T=x_T,
+                             generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)  # η = 0: the output is a function of x_T alone
+    c = dif.p_sample_loop(model, x_T.shape, s, x_T=x_T, generator=torch.Generator().manual_seed(1))
+    d = dif.p_sample_loop(model, x_T.shape, s, x_T=x_T, generator=torch.Generator().manual_seed(1))
+    e = dif.p_sample_loop(model, x_T.shape, s, x_T=x_T, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(c, d) and not torch.equal(c, e)
+
+
+def test_ddim_step_with_eta1_is_the_ancestral_step():
+    """η = 1, t' = t − 1: x_{t−1} = μ̃_t(x_t, x̂_0) + √β̃_t z (Song et al. 2021, §4.1)."""
+    s = dif.linear_schedule(100)
+    xt, eps, z = torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 4, 4)
+    t = torch.tensor([2, 50, 100])
+    got = dif.ddim_step(eps, xt, t, t - 1, s, eta=1.0, noise=z, clip_denoised=False)
+    x0_hat = dif.predict_x0_from_eps(xt, t, eps, s)
+    mean, var = dif.q_posterior_mean_variance(x0_hat, xt, t, s)  # of x_{t−1}
+    assert torch.allclose(got, mean + var.sqrt() * z, atol=1e-4)
+
+
+def test_samplers_reproduce_a_gaussian_data_distribution():
+    """With the exact ε for data N(0.3, 0.5²), both samplers must return that distribution.
+
+    Up to their discretisation error: DDPM with σ_t² = β̃_t and DDIM with S steps both
+    under-disperse slightly (about 2.5 % in the standard deviation here).
+    """
+    s = dif.linear_schedule(200)
+    oracle = _gaussian_oracle(s, 0.3, 0.5)
+    gen = torch.Generator().manual_seed(0)
+    shape = (1000, 1, 2, 2)
+    for name, x in (
+            ("DDPM", dif.p_sample_loop(oracle, shape, s, generator=gen, clip_denoised=False)),
+            ("DDIM", dif.ddim_sample_loop(oracle, shape, s, S=100, generator=gen,
+                                          clip_denoised=False))):
+        assert abs(x.mean().item() - 0.3) < 0.03, f"{name}: mean {x.mean().item():.3f}, expected 0.3"
+        assert abs(x.std().item() - 0.5) < 0.04, f"{name}: std {x.std().item():.3f}, expected 0.5"
+
+
+def test_sampler_argument_errors():
+    s = dif.linear_schedule(50)
+    model = lambda x, t: x  # noqa: E731
+    with pytest.raises(ValueError, match=r"shape must be a tuple of positive integers \(B, C, H, W\), got \(0, 1\)"):
+        dif.p_sample_loop(model, (0, 1), s)
+    with pytest.raises(ValueError, match="variance must be 'posterior' or 'beta', got 'learned'"):
+        dif.p_sample(model, torch.zeros(2, 1, 4, 4), 3, s, variance="learned")
+    with pytest.raises(ValueError, match=r"t must lie in 1..50"):
+        dif.p_sample(model, torch.zeros(2, 1, 4, 4), 51, s)
+    with pytest.raises(ValueError, match="eta must be ≥ 0, got -0.5"):
+        dif.ddim_sample_loop(model, (2, 1, 4, 4), s, S=5, eta=-0.5)
+    with pytest.raises(ValueError, match=r"S \(the number of DDIM steps\) must be an integer in 1..T = 1..50, got 51"):
+        dif.ddim_sample_loop(model, (2, 1, 4, 4), s, S=51)
+
+
+def test_ema_follows_the_weights_with_warmup():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ema = dif.ema_of(model, opt, decay=0.9)
+    expected = model.weight.detach().clone()
+    for n in range(6):
+        opt.zero_grad()
+        model(torch.randn(4, 3)).square().mean().backward()
+        opt.step()
+        w = model.weight.detach()
+        # the first update copies; then d_n = min(0.9, (1 + n) / (10 + n))
+        expected = w.clone() if n == 0 else (lambda d: d * expected + (1 - d) * w)(min(0.9, (1 + n) / (10 + n)))
+        assert torch.allclose(ema.module.weight, expected, atol=1e-6), f"after step {n + 1}"
+    assert not torch.equal(ema.module.weight, model.weight)
+    with pytest.raises(ValueError, match=r"decay must lie in \(0, 1\), got 1"):
+        dif.ema_of(model, opt, decay=1)

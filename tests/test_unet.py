@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from helpers import nets
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: a second thread only adds synchronisation (slow on a busy CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _randomised(model: torch.nn.Module) -> torch.nn.Module:
+    """Give the zero-initialised layers random weights: at initialisation every residual branch
+    and the output are zero, so the output would not depend on anything."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.normal_(0, 0.05)
+    return model.eval()
+
+
+SMALL = nets.UNetConfig(base_channels=8, groups=4, num_heads=2)
+
+
+@pytest.mark.parametrize("config", [SMALL, nets.UNetConfig(base_channels=8, groups=4, num_heads=2,
+                                                            channel_mults=(1, 2), num_res_blocks=2,
+                                                            attention=False)])
+def test_shapes(config):
+    model = nets.UNet(config)
+    x, t = torch.randn(3, 1, 28, 28), torch.tensor([1, 500, 1000])
+    assert model(x, t).shape == (3, 1, 28, 28)
+
+
+def test_zero_initialised_output():
+    """The output layer starts at zero, so training starts from ε_θ = 0 (loss = 1)."""
+    out = nets.UNet(SMALL)(torch.randn(2, 1, 28, 28), torch.tensor([3, 4]))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_output_depends_on_time_step():
+    model = _randomised(nets.UNet(SMALL))
+    x = torch.randn(1, 1, 28, 28).expand(3, 1, 28, 28)
+    out = model(x, torch.tensor([1, 2, 900]))
+    assert not torch.allclose(out[0], out[1], atol=1e-6)
+    assert (out[0] - out[2]).abs().mean() > (out[0] - out[1]).abs().mean()  # nearer t, nearer output
+
+
+def test_class_conditioning():
+    cfg = nets.UNetConfig(base_channels=8, groups=4, num_heads=2, num_classes=10)
+    model = _randomised(nets.UNet(cfg))
+    assert model.class_emb.num_embeddings == 11  # ten digits and the null class
+    x, t = torch.randn(1, 1, 28, 28).expand(2, 1, 28, 28), torch.tensor([100, 100])
+    assert not torch.allclose(*model(x, t, torch.tensor([3, 7])), atol=1e-6)
+    assert torch.equal(model(x, t), model(x, t, torch.tensor([10, 10])))  # None means null class
+    with pytest.raises(ValueError, match="y was given but UNetConfig.num_classes is None"):
+        nets.UNet(SMALL)(x, t, torch.tensor([1, 2]))
+
+
+def test_parameter_count_is_configurable():
+    n = {c: nets.count_parameters(nets.UNet(nets.UNetConfig(base_channels=c))) for c in (16, 32)}
+    assert 3.5 < n[32] / n[16] < 4.1  # almost all weights are convolutions: ∝ channels²
+    without = nets.count_parameters(nets.UNet(nets.UNetConfig(base_channels=16, attention=False)))
+    assert without < n[16]
+    assert nets.count_parameters(nets.UNet(nets.UNetConfig(base_channels=16, num_res_blocks=2))) > n[16]
+
+
+def test_gradients_reach_every_parameter():
+    model = _randomised(nets.UNet(SMALL)).train()
+    model(torch.randn(2, 1, 28, 28), torch.tensor([5, 50])).square().mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"base_channels": 0}, r"UNetConfig.base_channels must be a positive integer, got 0"),
+    ({"channel_mults": ()}, r"channel_mults must be a non-empty tuple of positive integers, got \(\)"),
+    ({"channel_mults": [1, 2]}, r"channel_mults must be a non-empty tuple"),
+    ({"channel_mults": (1, 2, 2, 2)}, r"at most 3 entries for 28 × 28 images"),
+    ({"base_channels": 12}, r"groups=8 must divide every width base_channels · mult, got 12 · 1"),
+    ({"num_heads": 3}, r"num_heads=3 must divide the lowest resolution's width 64"),
+    ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
+    ({"num_classes": 0}, r"num_classes must be a positive integer, got 0"),
+    ({"time_dim": -1}, r"time_dim must be a positive integer, got -1"),
+])
+def test_bad_config(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        nets.UNetConfig(**kwargs)
+
+
+def test_bad_inputs():
+    model = nets.UNet(SMALL)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 1, H, W\) .* got \(2, 3, 28, 28\)"):
+        model(torch.zeros(2, 3, 28, 28), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"t must be a tensor of shape \(2,\) .* got \(1,\)"):
+        model(torch.zeros(2, 1, 28, 28), torch.tensor([1]))
