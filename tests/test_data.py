@@ -26,6 +26,17 @@ def test_offline_mnist_shapes_ranges_and_split():
     assert data.mnist_source(x) == "offline"
 
 
+def test_offline_splits_are_shuffled_so_prefixes_hold_every_class():
+    # The shipped file is sorted by class: without the shuffle x[:512] would be zeros and ones.
+    for split, n in (("train", 512), ("test", 200)):
+        _, y = data.load_mnist(split, source="offline")
+        counts = torch.bincount(y[:n], minlength=10).double()
+        expected = n / 10
+        chi2 = ((counts - expected) ** 2 / expected).sum().item()
+        assert chi2 < 27.9, f"{split}[:{n}] class counts {counts.tolist()} (chi2 {chi2:.1f}, p < 0.001)"
+        assert (y[1:] != y[:-1]).float().mean() > 0.8     # neighbours usually differ in class
+
+
 def test_offline_split_is_deterministic():
     a = data.load_mnist("test", source="offline")
     b = data.load_mnist("test", source="offline")

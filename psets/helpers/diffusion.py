@@ -88,7 +88,7 @@ def linear_schedule(T: int = 1000, beta_1: float | None = None,
         if not 0 < v < 1:
             raise ValueError(f"{name} must lie in (0, 1), got {v:.4g}"
                              + (f" (the default scaled by 1000/T for T={T}; use T ≥ 50 or the "
-                                f"cosine schedule)" if v > 1 else ""))
+                                f"cosine schedule)" if v >= 1 else ""))
     return NoiseSchedule.from_betas(torch.linspace(beta_1, beta_T, T, dtype=torch.float64))
 
 
@@ -396,3 +396,233 @@ def ddim_sample_loop(model: EpsModel, shape, schedule: NoiseSchedule, S: int, et
         if keep:
             trajectory[t_prev] = x.cpu()
     return (x, trajectory) if keep else x
+
+
+# ----------------------------------------------------------------------------- classifier-free guidance
+# Ho & Salimans 2022 (arXiv:2207.12598). One network ε_θ(x_t, t, c) learns the conditional and,
+# with the label replaced by a "null" class ∅, the unconditional noise predictor. Convention of
+# this course (lecture 8, eq. 8.6):
+#     ε̃ = ε_θ(x_t, t, ∅) + w (ε_θ(x_t, t, c) − ε_θ(x_t, t, ∅)),
+# so w = 0 is the unconditional model, w = 1 the conditional one and w > 1 guides. Ho & Salimans
+# write ε̃ = (1 + w') ε_θ(x_t, t, c) − w' ε_θ(x_t, t, ∅): the same with w = 1 + w'.
+
+def _check_labels(y, name: str = "y") -> None:
+    if not torch.is_tensor(y) or y.ndim != 1 or y.is_floating_point() or y.is_complex():
+        raise ValueError(f"{name} must be a 1-D integer tensor of class labels (B,), got "
+                         f"{tuple(y.shape) if torch.is_tensor(y) else type(y).__name__}"
+                         f"{' of dtype ' + str(y.dtype) if torch.is_tensor(y) else ''}")
+
+
+def _check_probability(p, name: str) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def drop_labels(y: torch.Tensor, p_uncond: float, null_class: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each label of y (B,) by ``null_class`` independently with probability p_uncond.
+
+    Drawn per sample (not once per batch), so every batch trains the conditional and the
+    unconditional predictor side by side. Returns a new tensor; y is left as it was.
+    """
+    _check_labels(y)
+    p_uncond = _check_probability(p_uncond, "p_uncond")
+    if isinstance(null_class, bool) or not isinstance(null_class, int) or null_class < 0:
+        raise ValueError(f"null_class must be a non-negative integer, got {null_class!r}")
+    where = generator.device if generator is not None else y.device
+    drop = torch.rand(y.shape, generator=generator, device=where).to(y.device) < p_uncond
+    return torch.where(drop, torch.full_like(y, null_class), y)
+
+
+def _null_class(model) -> int:
+    cfg = getattr(model, "config", None)
+    if getattr(cfg, "num_classes", None) is None:
+        raise ValueError("the model must be a class-conditional UNet (UNetConfig.num_classes set); "
+                         "pass null_class explicitly for other models")
+    return cfg.num_classes
+
+
+def conditional_training_loss(model, x0: torch.Tensor, y: torch.Tensor, schedule: NoiseSchedule,
+                              p_uncond: float = 0.1, null_class: int | None = None,
+                              generator: torch.Generator | None = None) -> torch.Tensor:
+    """L_simple for ε_θ(x_t, t, c) with per-sample label dropout (Ho & Salimans, algorithm 1).
+
+    x0 (B, C, H, W) in [−1, 1], y (B,) labels; each label becomes the null class with
+    probability ``p_uncond``. ``null_class`` defaults to the UNet's ``config.num_classes``.
+    """
+    _check_labels(y)
+    if len(y) != len(x0):
+        raise ValueError(f"y must hold one label per image: x0 has {len(x0)}, y has {len(y)}")
+    null_class = _null_class(model) if null_class is None else null_class
+    y_in = drop_labels(y, p_uncond, null_class, generator)
+    return training_loss(lambda xt, t: model(xt, t, y_in), x0, schedule, generator)
+
+
+def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
+    """ε̃ = ε_uncond + w (ε_cond − ε_uncond) (eq. 8.6).
+
+    Computed with ``torch.lerp``, which returns ε_uncond exactly at w = 0 and ε_cond exactly
+    at w = 1 (no rounding), so the two special cases hold bit for bit.
+    """
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+        raise ValueError(f"w (the guidance weight) must be a finite number, got {w!r}")
+    if eps_cond.shape != eps_uncond.shape:
+        raise ValueError(f"eps_cond and eps_uncond must have the same shape, got "
+                         f"{tuple(eps_cond.shape)} and {tuple(eps_uncond.shape)}")
+    return torch.lerp(eps_uncond, eps_cond, float(w))
+
+
+class Guided:
+    """An ε-model (x_t, t) → ε̃ for the samplers: ``model`` guided towards labels y with weight w.
+
+    y (B,) fixes one class per image of the batch being sampled. For w ∉ {0, 1} the conditional
+    and the unconditional predictions come from one network call on a batch of 2B; w = 1 needs
+    only the conditional call and w = 0 only the unconditional one.
+    """
+
+    def __init__(self, model, y: torch.Tensor, w: float, null_class: int | None = None):
+        _check_labels(y)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ValueError(f"w (the guidance weight) must be a finite number, got {w!r}")
+        self.model, self.y, self.w = model, y, float(w)
+        self.null_class = _null_class(model) if null_class is None else null_class
+
+    def __call__(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if len(xt) != len(self.y):
+            raise ValueError(f"Guided was built for {len(self.y)} labels but got a batch of "
+                             f"{len(xt)} images")
+        y = self.y.to(xt.device)
+        null = torch.full_like(y, self.null_class)
+        if self.w == 1:
+            return self.model(xt, t, y)
+        if self.w == 0:
+            return self.model(xt, t, null)
+        both = self.model(torch.cat([xt, xt]), torch.cat([t, t]), torch.cat([y, null]))
+        eps_cond, eps_uncond = both.chunk(2)
+        return guided_eps(eps_cond, eps_uncond, self.w)
+
+
+@torch.no_grad()
+def guided_sample(model, y: torch.Tensor, w: float, schedule: NoiseSchedule, S: int | None = None,
+                  generator: torch.Generator | None = None, batch_size: int = 500,
+                  image_shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
+    """Samples x_0 (N, *image_shape) in [−1, 1], one per label of y (N,), guided with weight w.
+
+    DDIM with S steps (η = 0) if S is given, else DDPM ancestral sampling with all T steps.
+    Drawn in chunks of ``batch_size`` on the model's device; the generator makes it repeatable.
+    """
+    _check_labels(y)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device = next(model.parameters()).device
+    y = y.to(device)
+    chunks = []
+    for i in range(0, len(y), batch_size):
+        yb = y[i:i + batch_size]
+        eps = Guided(model, yb, w)
+        shape = (len(yb), *image_shape)
+        if S is None:
+            chunks.append(p_sample_loop(eps, shape, schedule, device=device, generator=generator))
+        else:
+            chunks.append(ddim_sample_loop(eps, shape, schedule, S=S, device=device,
+                                           generator=generator))
+    return torch.cat(chunks) if chunks else torch.empty(0, *image_shape, device=device)
+
+
+# ----------------------------------------------------------------------------- checkpoints of a sampler
+
+def save_model(path, model, schedule: NoiseSchedule, **meta) -> "Path":
+    """Save a UNet (its config and weights) with its noise schedule, atomically, for sampling later.
+
+    ``meta`` holds plain extra facts (epochs, data source, …). Load with ``load_model``.
+    """
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from . import nets, train
+
+    if not isinstance(model, nets.UNet):
+        raise TypeError(f"model must be a helpers.nets.UNet, got {type(model).__name__}")
+    config = asdict(model.config)
+    config["channel_mults"] = list(config["channel_mults"])
+    state = {"kind": "dgm-unet-sampler", "config": config,
+             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "betas": schedule.beta[1:].clone(), "meta": dict(meta)}
+    return train.save_checkpoint(Path(path), state)
+
+
+def load_model(path, device=None):
+    """(model, schedule, meta) from a file written by ``save_model``; the model in eval mode."""
+    from . import nets, train
+
+    state = train.load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("kind") != "dgm-unet-sampler":
+        raise ValueError(f"checkpoint {path} was not written by helpers.diffusion.save_model "
+                         f"(it has no 'kind': 'dgm-unet-sampler' entry)")
+    config = dict(state["config"])
+    config["channel_mults"] = tuple(config["channel_mults"])
+    model = nets.UNet(nets.UNetConfig(**config))
+    model.load_state_dict(state["model"])
+    return model.to(device or "cpu").eval(), NoiseSchedule.from_betas(state["betas"]), state["meta"]
+
+
+def sample_grid(checkpoint, classes, w: float, out, n_per_class: int = 8, S: int | None = 50,
+                seed: int = 0, device=None, batch_size: int = 500):
+    """Load a class-conditional sampler, draw ``n_per_class`` digits per class, write a PNG grid.
+
+    One row per class in ``classes`` (integers in 0..num_classes−1), guided with weight w,
+    DDIM with S steps (None: DDPM with all T steps). The PNG is written atomically to ``out``.
+    Returns (path, samples) with samples (len(classes) · n_per_class, 1, 28, 28) in [0, 1].
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+    from torchvision.utils import make_grid
+
+    model, schedule, _ = load_model(checkpoint, device)
+    num_classes = model.config.num_classes
+    if num_classes is None:
+        raise ValueError(f"checkpoint {checkpoint} holds an unconditional UNet; sample_grid needs "
+                         f"a class-conditional one")
+    classes = [classes] if isinstance(classes, int) and not isinstance(classes, bool) else list(classes)
+    bad = [c for c in classes
+           if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < num_classes]
+    if not classes or bad:
+        raise ValueError(f"classes must be a non-empty list of integers in 0..{num_classes - 1}, "
+                         f"got {classes!r}")
+    if isinstance(n_per_class, bool) or not isinstance(n_per_class, int) or n_per_class < 1:
+        raise ValueError(f"n_per_class must be a positive integer, got {n_per_class!r}")
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"out must be a path ending in .png, got {str(out)!r}")
+
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    y = torch.tensor(classes, device=device).repeat_interleave(n_per_class)
+    x = ((guided_sample(model, y, w, schedule, S=S, generator=gen, batch_size=batch_size)
+          + 1) / 2).clamp(0, 1).cpu()
+
+    grid = make_grid(x, nrow=n_per_class, padding=2, pad_value=1.0)[0].numpy()
+    fig = Figure(figsize=(0.5 * n_per_class + 0.6, 0.5 * len(classes) + 0.4))
+    ax = fig.add_axes((0.08, 0.0, 0.92, 0.92))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([30 * i + 15 for i in range(len(classes))], [str(c) for c in classes])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    fig.suptitle(f"w = {w:g}, " + (f"DDIM S = {S}" if S else f"DDPM T = {schedule.T}"),
+                 fontsize=9)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out, x

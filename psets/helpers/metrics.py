@@ -55,6 +55,9 @@ def chamfer_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # held-out tail of the train split, so that tail and the test split are two disjoint real sets
 # for the real-vs-real floor of the Fréchet distance.
 
+# Bumped whenever the data a cached classifier was trained on changes (2: the offline splits
+# are shuffled, so the held-out set of reference_splits holds different digits).
+CLASSIFIER_CACHE_VERSION = 2
 CLASSIFIER_FEATURES = 128  # width of the penultimate layer (the features of the FD)
 
 
@@ -159,10 +162,12 @@ def train_reference_classifier(source: str | None = None, device=None, epochs: i
 def classifier_path(source: str | None = None, epochs: int | None = None) -> Path:
     """Where the reference classifier for this data source and budget is cached.
 
-    The name carries the source (offline or full) and the epochs, so caches never mix.
+    The name carries the source (offline or full), the epochs and CLASSIFIER_CACHE_VERSION,
+    so caches never mix.
     """
     return (data.data_dir() / "checkpoints"
-            / f"mnist_reference_classifier_{_source_tag(source)}_e{_epochs(epochs, source)}.pt")
+            / f"mnist_reference_classifier_v{CLASSIFIER_CACHE_VERSION}_{_source_tag(source)}"
+              f"_e{_epochs(epochs, source)}.pt")
 
 
 def reference_classifier(source: str | None = None, device=None, epochs: int | None = None,
@@ -284,3 +289,34 @@ def fd_real_floor(model: MNISTClassifier, real_a: torch.Tensor, real_b: torch.Te
                   n: int | None = None) -> float:
     """FD between n images of two disjoint real sets: what a perfect generator would score."""
     return fd_to_real(model, real_b, real_a, n)
+
+
+# ----------------------------------------------------------------------------- diversity
+
+def mean_pairwise_distance(features: torch.Tensor) -> float:
+    """Mean Euclidean distance over all distinct pairs of rows of features (N, D), N ≥ 2."""
+    if not torch.is_tensor(features) or features.ndim != 2 or len(features) < 2:
+        raise ValueError(f"features must be a tensor (N, D) with N ≥ 2, got "
+                         f"{tuple(features.shape) if torch.is_tensor(features) else type(features).__name__}")
+    f = features.detach().double()
+    n = len(f)
+    return (torch.cdist(f, f).sum() / (n * (n - 1))).item()   # the diagonal is zero
+
+
+def within_class_diversity(model: MNISTClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Diversity of images x (N, 1, 28, 28) in [0, 1] that share a label in y (N,).
+
+    The mean over the classes present (with ≥ 2 images) of the mean pairwise distance between
+    the classifier features of that class's images. Identical copies score 0; for generated
+    digits, compare with the same number computed on real digits.
+    """
+    if not torch.is_tensor(y) or y.shape != (len(x),):
+        raise ValueError(f"y must be a tensor of shape ({len(x)},), one label per image, got "
+                         f"{tuple(y.shape) if torch.is_tensor(y) else type(y).__name__}")
+    feats = classifier_features(model, x)
+    y = y.to(feats.device)
+    per_class = [mean_pairwise_distance(feats[y == c]) for c in torch.unique(y).tolist()
+                 if int((y == c).sum()) >= 2]
+    if not per_class:
+        raise ValueError("within_class_diversity needs at least one class with 2 or more images")
+    return sum(per_class) / len(per_class)

@@ -218,6 +218,11 @@ class UNet(nn.Module):
         if self.class_emb is not None:
             if y is None:
                 y = torch.full_like(t, cfg.num_classes, dtype=torch.long)  # the null class
+            elif (not torch.is_tensor(y) or y.shape != t.shape or y.is_floating_point()
+                  or (len(y) and (y.min() < 0 or y.max() > cfg.num_classes))):
+                raise ValueError(f"y must be an integer tensor of shape ({len(t)},) with labels in "
+                                 f"0..{cfg.num_classes} ({cfg.num_classes} = no class), got "
+                                 f"{_describe(y)}")
             emb = emb + self.class_emb(y)                                 # (B, E)
         elif y is not None:
             raise ValueError("y was given but UNetConfig.num_classes is None (unconditional net)")
@@ -234,6 +239,13 @@ class UNet(nn.Module):
             else:
                 h = layer(h)                                              # double H and W
         return self.conv_out(F.silu(self.norm_out(h)))                    # (B, C_in, 28, 28)
+
+
+def _describe(y) -> str:
+    if not torch.is_tensor(y):
+        return type(y).__name__
+    values = f", values in [{y.min().item()}, {y.max().item()}]" if y.numel() else ""
+    return f"shape {tuple(y.shape)}, dtype {y.dtype}{values}"
 
 
 def count_parameters(model: nn.Module) -> int:
