@@ -347,3 +347,24 @@ def test_selftest_mask_code_keeps_lines() -> None:
     assert masked.count("\n") == text.count("\n")
     assert "$" not in masked and "b" not in masked.split("\n")[0]
     assert masked.split("\n")[4] == "d"
+
+
+# --------------------------------------------------------------------------------------------
+# The same checks over the Markdown cells of the problem-set notebooks
+# --------------------------------------------------------------------------------------------
+
+NOTEBOOKS = sorted((ROOT / "psets").glob("*.ipynb"))
+
+
+def _notebook_markdown(path: Path) -> str:
+    import json
+
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[_rel(p) for p in NOTEBOOKS])
+def test_notebook_markdown_math_and_links(path: Path) -> None:
+    text = _notebook_markdown(path)
+    errors = check_math(text, _rel(path)) + check_links(path, text)
+    assert not errors, f"{_rel(path)} (Markdown cells):\n" + "\n".join(errors)
