@@ -459,18 +459,23 @@ def conditional_training_loss(model, x0: torch.Tensor, y: torch.Tensor, schedule
     return training_loss(lambda xt, t: model(xt, t, y_in), x0, schedule, generator)
 
 
+def _check_w(w) -> float:
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+        raise ValueError(f"w (the guidance weight) must be a finite number, got {w!r}")
+    return float(w)
+
+
 def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
     """ε̃ = ε_uncond + w (ε_cond − ε_uncond) (eq. 8.6).
 
     Computed with ``torch.lerp``, which returns ε_uncond exactly at w = 0 and ε_cond exactly
     at w = 1 (no rounding), so the two special cases hold bit for bit.
     """
-    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-        raise ValueError(f"w (the guidance weight) must be a finite number, got {w!r}")
+    w = _check_w(w)
     if eps_cond.shape != eps_uncond.shape:
         raise ValueError(f"eps_cond and eps_uncond must have the same shape, got "
                          f"{tuple(eps_cond.shape)} and {tuple(eps_uncond.shape)}")
-    return torch.lerp(eps_uncond, eps_cond, float(w))
+    return torch.lerp(eps_uncond, eps_cond, w)
 
 
 class Guided:
@@ -483,9 +488,7 @@ class Guided:
 
     def __init__(self, model, y: torch.Tensor, w: float, null_class: int | None = None):
         _check_labels(y)
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise ValueError(f"w (the guidance weight) must be a finite number, got {w!r}")
-        self.model, self.y, self.w = model, y, float(w)
+        self.model, self.y, self.w = model, y, _check_w(w)
         self.null_class = _null_class(model) if null_class is None else null_class
 
     def __call__(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -575,12 +578,12 @@ def sample_grid(checkpoint, classes, w: float, out, n_per_class: int = 8, S: int
     DDIM with S steps (None: DDPM with all T steps). The PNG is written atomically to ``out``.
     Returns (path, samples) with samples (len(classes) · n_per_class, 1, 28, 28) in [0, 1].
     """
-    import os
-    import tempfile
     from pathlib import Path
 
     from matplotlib.figure import Figure
     from torchvision.utils import make_grid
+
+    from . import train
 
     model, schedule, _ = load_model(checkpoint, device)
     num_classes = model.config.num_classes
@@ -616,13 +619,4 @@ def sample_grid(checkpoint, classes, w: float, out, n_per_class: int = 8, S: int
         side.set_visible(False)
     fig.suptitle(f"w = {w:g}, " + (f"DDIM S = {S}" if S else f"DDPM T = {schedule.T}"),
                  fontsize=9)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=100)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out, x
+    return train.atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100)), x

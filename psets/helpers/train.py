@@ -127,12 +127,21 @@ def save_checkpoint(path: str | Path, state: dict) -> Path:
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def atomic_write(path: str | Path, write: Callable) -> Path:
+    """Call ``write(f)`` on a temporary binary file beside ``path``, then rename it to ``path``.
+
+    If ``write`` raises, or the process dies part-way, ``path`` keeps its previous content (or
+    stays absent) and the temporary file is removed. Used for checkpoints and written figures.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows
