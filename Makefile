@@ -34,8 +34,8 @@ notebooks: $(STAMP)
 	$(BIN)/python scripts/execute_notebooks.py psets/*.ipynb
 
 # Student editions of every solution notebook in psets/ (into student/, git-ignored), and grading
-# of one notebook: make grade NB=student/pset1_vae.ipynb (smoke profile; the JSON report goes to
-# test-artifacts/grade-student-pset1_vae.json unless GRADE_JSON says otherwise).
+# of one notebook: make grade NB=student/03_vae.ipynb (smoke profile; the JSON report goes to
+# test-artifacts/grade-student-03_vae.json unless GRADE_JSON says otherwise).
 .PHONY: student grade
 GRADE_JSON ?= test-artifacts/grade-$(subst /,-,$(basename $(NB))).json
 
@@ -43,7 +43,7 @@ student: $(STAMP)
 	$(BIN)/python scripts/student.py
 
 grade: $(STAMP)
-	@test -n "$(NB)" || { echo "usage: make grade NB=student/pset1_vae.ipynb"; exit 2; }
+	@test -n "$(NB)" || { echo "usage: make grade NB=student/03_vae.ipynb"; exit 2; }
 	$(BIN)/python scripts/grade.py $(NB) --json $(GRADE_JSON)
 
 clean:

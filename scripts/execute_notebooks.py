@@ -1,6 +1,6 @@
 """Execute notebooks in place so their committed outputs come from a real run.
 
-    python scripts/execute_notebooks.py psets/setup_check.ipynb [more.ipynb ...]
+    python scripts/execute_notebooks.py psets/00_setup_check.ipynb [more.ipynb ...]
 
 The profile comes from DGM_PROFILE (default: full on CUDA, standard otherwise). Progress bars are
 switched off, execution timestamps are not recorded, and this machine's paths and user name are

@@ -1,6 +1,6 @@
 """Grade a problem-set notebook: run it, then report each check cell as passed or failed.
 
-    python scripts/grade.py student/pset1_vae.ipynb [--json grade.json] [--profile smoke]
+    python scripts/grade.py student/03_vae.ipynb [--json grade.json] [--profile smoke]
                             [--timeout 600] [--executed run.ipynb]
 
 The notebook is executed top to bottom in a fresh Jupyter kernel (nbclient) under the ``smoke``

@@ -3,7 +3,7 @@
     python scripts/sample_guided.py CHECKPOINT --classes 0 3 7 --w 3 --out grid.png
                                     [--n-per-class 8] [--steps 50 | --ddpm] [--seed 0]
 
-CHECKPOINT is a file written by ``helpers.diffusion.save_model`` (problem set 3 writes one to
+CHECKPOINT is a file written by ``helpers.diffusion.save_model`` (problem set 08 writes one to
 ``$DGM_DATA_DIR/checkpoints/pset3_guided_<profile>.pt``). Each row of the grid is one class; the
 guidance weight w follows the course's convention (w = 0 unconditional, w = 1 conditional, w > 1
 guided). Sampling is DDIM with ``--steps`` steps, or DDPM with all T steps with ``--ddpm``.

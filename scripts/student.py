@@ -1,7 +1,7 @@
 """Make the student edition of every solution notebook in psets/.
 
     python scripts/student.py                    # every notebook in psets/ with markers -> student/
-    python scripts/student.py psets/pset1_vae.ipynb --out student
+    python scripts/student.py psets/03_vae.ipynb --out student
 
 A solution notebook marks what students must write with nbgrader's markers, each on a line of its
 own:
@@ -14,7 +14,7 @@ own:
   when left empty, so cell positions match the solution notebook).
 
 Outputs and execution counts are cleared, and ``metadata.dgm`` records the edition:
-``{"edition": "student", "source": "pset1_vae.ipynb"}``. The output is a pure function of the input
+``{"edition": "student", "source": "03_vae.ipynb"}``. The output is a pure function of the input
 (sorted keys, fixed indentation, no timestamps), so regenerating gives the same bytes. Unbalanced or
 nested markers, and lines that look like a marker but are not one exactly (``## BEGIN SOLUTION``),
 raise ``ValueError`` naming the notebook, the cell and the line. Every edition is checked before it

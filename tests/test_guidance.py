@@ -1,4 +1,4 @@
-"""Classifier-free guidance (helpers.diffusion, problem set 3): label dropout, the guidance
+"""Classifier-free guidance (helpers.diffusion, problem set 08): label dropout, the guidance
 combination, the guided ε-model, sampling from a saved checkpoint, and the diversity metric."""
 
 import math

@@ -158,8 +158,8 @@ def edition_run(edition, tmp_path_factory):
 
 def test_solution_notebooks_are_found_by_glob():
     names = [_id(p) for p in SOLUTIONS]
-    assert "pset1_vae.ipynb" in names
-    assert "setup_check.ipynb" not in names  # no markers, no edition
+    assert "03_vae.ipynb" in names
+    assert "00_setup_check.ipynb" not in names  # no markers, no edition
     assert student.solution_notebooks() == SOLUTIONS
 
 
