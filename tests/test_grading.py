@@ -1,0 +1,140 @@
+"""helpers.grading: guarded checks and reference fall-backs, in a namespace that stands for a
+notebook's globals (the code runs through exec, as a cell's code does)."""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import grading
+
+
+@grading.reference
+def ref_square(x):
+    return x * x
+
+
+@grading.reference
+def ref_cube(x):
+    return x * x * x
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch):
+    monkeypatch.delenv("DGM_GRADING_CHEAT", raising=False)
+    grading.reset()
+    yield
+    grading.reset()
+
+
+def run(cell: str, ns: dict) -> dict:
+    exec(compile(cell, "<cell>", "exec"), ns)  # noqa: S102 (test of notebook-style code)
+    return ns
+
+
+def notebook(**names) -> dict:
+    return {"grading": grading, "ref_square": ref_square, "ref_cube": ref_cube, **names}
+
+
+CHECK_1 = """
+with grading.check(1, {"my_square": ref_square}):
+    assert my_square(3) == ref_square(3), "my_square(3) should be 9"
+"""
+
+
+def test_correct_solution_passes_and_is_used_later():
+    ns = run("def my_square(x):\n    return x ** 2\n", notebook())
+    run(CHECK_1, ns)
+    assert grading.passed(1)
+    assert grading.use("my_square") is ns["my_square"]  # the student's own, not the reference
+
+
+def test_forwarding_to_the_reference_fails_even_through_an_alias(capsys):
+    ns = run("alias = ref_square\ndef my_square(x):\n    return alias(x)\n", notebook())
+    with pytest.raises(grading.ReferenceUsed, match="reference answer"):
+        run(CHECK_1, ns)
+    assert not grading.passed(1)
+    # outside the check the reference works again, and later cells get it as the fall-back
+    assert ref_square(4) == 16
+    assert grading.use("my_square") is ref_square
+    assert "problem 1 (my_square) has not passed its check" in capsys.readouterr().out
+
+
+def test_the_check_may_call_the_reference_itself():
+    ns = run("def my_square(x):\n    return x * x\n", notebook())
+    run(CHECK_1, ns)  # the check's own ref_square(3) is not forbidden
+    assert grading.passed(1)
+
+
+def test_other_problems_references_stay_allowed():
+    ns = run("def my_cube(x):\n    return ref_square(x) * x\n", notebook())
+    run('with grading.check(2, {"my_cube": ref_cube}):\n    assert my_cube(2) == 8\n', ns)
+    assert grading.passed(2)
+
+
+def test_extra_forbidden_reference():
+    ns = run("def my_cube(x):\n    return ref_square(x) * x\n", notebook())
+    cell = (
+        'with grading.check(2, {"my_cube": ref_cube}, forbid=[ref_square]):\n'
+        "    assert my_cube(2) == 8\n"
+    )
+    with pytest.raises(grading.ReferenceUsed):
+        run(cell, ns)
+
+
+def test_wrong_or_unwritten_solution_fails_and_falls_back(capsys):
+    ns = run("def my_square(x):\n    raise NotImplementedError()\n", notebook())
+    with pytest.raises(NotImplementedError):
+        run(CHECK_1, ns)
+    assert grading.use("my_square") is ref_square
+    grading.use("my_square")
+    assert capsys.readouterr().out.count("[grading]") == 1  # announced once
+
+
+def test_missing_name_fails_with_a_message():
+    with pytest.raises(NameError, match="my_square is not defined: run the cell"):
+        run(CHECK_1, notebook())
+    assert grading.use("my_square") is ref_square
+
+
+def test_names_are_restored_after_the_check():
+    ns = run("def my_square(x):\n    return x * x\n", notebook())
+    original = ns["my_square"]
+    run(CHECK_1, ns)
+    assert ns["my_square"] is original
+
+
+def test_a_class_has_its_methods_guarded_then_restored():
+    ns = run(
+        "class Model:\n    def forward(self, x):\n        return ref_square(x)\n", notebook()
+    )
+    cell = 'with grading.check(3, {"Model": object}, forbid=[ref_square]):\n    Model().forward(2)\n'
+    with pytest.raises(grading.ReferenceUsed):
+        run(cell, ns)
+    assert ns["Model"]().forward(3) == 9  # unguarded again
+
+
+def test_cheat_mode_runs_the_reference_which_then_fails(monkeypatch):
+    monkeypatch.setenv("DGM_GRADING_CHEAT", "1")
+    ns = run("def my_square(x):\n    return x * x\n", notebook())
+    with pytest.raises(grading.ReferenceUsed):
+        run(CHECK_1, ns)
+
+
+def test_use_of_an_unknown_name_says_what_is_known():
+    ns = run("def my_square(x):\n    return x * x\n", notebook())
+    run(CHECK_1, ns)
+    with pytest.raises(KeyError, match="no check has registered 'my_cube'.*my_square"):
+        grading.use("my_cube")
+
+
+@pytest.mark.parametrize(
+    "args, error, match",
+    [
+        ((0, {"a": ref_square}), ValueError, "number must be a positive int, got 0"),
+        ((True, {"a": ref_square}), ValueError, "positive int, got True"),
+        ((1, {}), TypeError, "fallbacks must be a non-empty dict"),
+    ],
+)
+def test_bad_arguments(args, error, match):
+    with pytest.raises(error, match=match):
+        grading.check(*args)
