@@ -36,7 +36,11 @@ import sys
 import time
 from pathlib import Path
 
+import shutil
+import tempfile
+
 import nbformat
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,8 +255,12 @@ def execute(path: Path, profile: str = "smoke", timeout: int = 600):
     env.setdefault("DGM_PROGRESS", "0")
     env.setdefault("MPLBACKEND", "Agg")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PSETS), env.get("PYTHONPATH")) if p)
+    # IPC sockets in a private folder: the kernel is reachable only from this machine's file
+    # system, and IPKernelApp does not warn (as it does over TCP) that traffic is unencrypted.
+    ipc_dir = tempfile.mkdtemp(prefix="dgm-kernel-")
     client = NotebookClient(
         nb,
+        km=KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(ipc_dir, "k")),
         timeout=timeout,
         kernel_name="python3",
         allow_errors=True,
@@ -269,6 +277,8 @@ def execute(path: Path, profile: str = "smoke", timeout: int = 600):
     except Exception as err:  # noqa: BLE001 (whatever stops the run is reported, not raised)
         first_line = (str(err).strip().splitlines() or [""])[0]
         aborted = f"{type(err).__name__}: {first_line}".rstrip(": ")
+    finally:
+        shutil.rmtree(ipc_dir, ignore_errors=True)
     stopped_at = started[-1] + 1 if aborted and started else None
     return nb, aborted, stopped_at, time.perf_counter() - start
 

@@ -568,6 +568,7 @@ def test_grader_reports_instead_of_raising_when_the_kernel_dies(tmp_path):
     nbformat.write(nb, path)
     run = _grade_cli(path, tmp_path)
     assert run["rc"] == 1 and "Traceback" not in run["stderr"], run["stderr"][-3000:]
+    assert "without encryption" not in run["stderr"], "kernels must not run over plain TCP"
     rows = run["report"]["checks"]
     assert [r["passed"] for r in rows] == [True, False, False, False, False]
     assert rows[1]["message"].startswith(
@@ -656,3 +657,19 @@ def test_forwarding_to_the_reference_never_passes(path, tmp_path, monkeypatch):
     rows = {r["cell"]: r for r in run["report"]["checks"]}
     for cell in problems:
         assert not rows[cell]["passed"] and "ReferenceUsed" in rows[cell]["message"], rows[cell]
+
+
+def test_report_shows_fall_back_notes_under_the_check_they_precede():
+    note = "[grading] problem 1 (my_f) has not passed its check: the cells below use the reference"
+    nb = _nb(
+        _ran("def my_f(x):\n    raise NotImplementedError()", 1),
+        _ran("# Check 1\nwith grading.check(1, {'my_f': f}):\n    my_f(1)", 2,
+             _error("NotImplementedError", "", (2, 3, None), (1, 2, "my_f"))),
+        _ran("f_ = grading.use('my_f')", 3, new_output("stream", name="stdout", text=note + "\nother\n")),
+        _ran("# Check 2\nassert f_(2) == 4", 4),
+    )
+    report = grade.summarize(nb)
+    rows = report["checks"]
+    assert [r["passed"] for r in rows] == [False, True]  # problem 2 is graded on its own
+    assert rows[0]["notes"] == [] and rows[1]["notes"] == [note]
+    assert "note: problem 1 (my_f) has not passed its check" in grade.format_report(report)
