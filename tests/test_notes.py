@@ -10,7 +10,13 @@ failure names the file (and the line):
 2. math: ``$$`` lines come in pairs, braces and ``\\begin{X}``/``\\end{X}`` balance inside each
    display block (braces also inside each inline ``$...$`` span), no ``\\(`` ``\\)`` ``\\[`` ``\\]``
    delimiters outside code, and an even number of inline ``$`` on every line outside code;
-3. heading: each file starts with a ``# `` heading.
+3. heading: each file starts with a ``# `` heading;
+4. symbols: every letter that lectures/notation.md registers under "Letters with more than one use"
+   is used only in the notes listed for it there, and with one meaning per note (the registry gives
+   the regular expression each letter is written as; a note that uses the letter without being
+   listed, or is listed under two meanings, fails, and so does a listing the note no longer needs).
+   This checks that every use is *registered*, not what the letter means: the meaning of each use is
+   the registry's claim, reviewed by people.
 
 Code (fenced blocks and inline code spans) is masked before the link and math checks, so examples
 inside code never count. The checkers are small pure functions; the self-tests at the bottom feed
@@ -235,6 +241,123 @@ def check_heading(text: str, name: str = "<text>") -> list[str]:
     if first.startswith("# ") and first[2:].strip():
         return []
     return [f"{name}:1: file must start with a '# Title' heading, found {first[:60]!r}"]
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Symbols: the registry of letters with more than one use in lectures/notation.md
+# --------------------------------------------------------------------------------------------
+
+NOTATION = ROOT / "lectures" / "notation.md"
+REGISTRY_HEADING = "## Letters with more than one use"
+# font and text commands whose argument is a word, not a symbol (\mathrm{KL}, \text{vlb}, \tag{3.1})
+_WORD_ARG = re.compile(
+    r"\\(?:mathcal|mathbb|mathrm|text|textrm|operatorname|mathbf|mathsf|mathit|boldsymbol|tag|begin|end)"
+    r"\s*\{[^{}]*\}"
+)
+_CELL_CODE = re.compile(r"^`(.+)`$")
+
+
+def math_spans(text: str) -> list[tuple[int, str]]:
+    """(line number, TeX) for every line of a display block and every inline ``$...$`` span,
+    outside code, with word arguments of font commands removed."""
+    out, inside = [], False
+    for lineno, line in enumerate(mask_code(text).split("\n"), start=1):
+        if _is_fence_line(line):
+            inside = not inside
+            continue
+        if inside:
+            out.append((lineno, _WORD_ARG.sub(" ", line)))
+            continue
+        dollars = _unescaped_dollars(line)
+        for a, b in zip(dollars[0::2], dollars[1::2]):
+            out.append((lineno, _WORD_ARG.sub(" ", line[a + 1 : b])))
+    return out
+
+
+def parse_registry(text: str) -> list[tuple[str, str, str, list[str]]]:
+    """Rows (symbol cell, regex, meaning, notes) of the table under REGISTRY_HEADING; ``notes``
+    are repository-relative paths, empty for a form the course does not use at all ("none")."""
+    if REGISTRY_HEADING not in text:
+        raise ValueError(f"notation: no section {REGISTRY_HEADING!r}")
+    section = text.split(REGISTRY_HEADING, 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.split("\n"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if len(cells) != 4 or cells[0] in ("symbol", "---"):
+            continue
+        m = _CELL_CODE.match(cells[1])
+        if not m:
+            raise ValueError(f"notation registry: the 'written as' cell must be a `regex`, got {cells[1]!r}")
+        notes = [] if cells[3] == "none" else [n.strip() for n in cells[3].split(",")]
+        rows.append((cells[0], m.group(1), cells[2], notes))
+    if not rows:
+        raise ValueError("notation registry: the table has no rows")
+    return rows
+
+
+def check_symbols(notes: dict[str, str], registry: list[tuple[str, str, str, list[str]]]) -> list[str]:
+    """Messages for uses of registered letters that the registry does not list for that note, for
+    notes listed under two meanings of one letter, and for listings with no use behind them.
+    ``notes`` maps a repository-relative path to the note's text."""
+    errors = []
+    by_regex: dict[str, list[tuple[str, str, list[str]]]] = {}
+    for symbol, regex, meaning, listed in registry:
+        by_regex.setdefault(regex, []).append((symbol, meaning, listed))
+    for regex, meanings in by_regex.items():
+        rx = re.compile(regex)
+        symbol = meanings[0][0]
+        where: dict[str, str] = {}
+        for _, meaning, listed in meanings:
+            for note in listed:
+                if note in where:
+                    errors.append(f"{note}: {symbol} is listed with two meanings, "
+                                  f"{where[note]!r} and {meaning!r}; one note, one meaning")
+                where[note] = meaning
+        for note, text in sorted(notes.items()):
+            hits = [lineno for lineno, tex in math_spans(text) if rx.search(tex)]
+            if hits and note not in where:
+                known = "; ".join(f"{m} ({', '.join(n) or 'nowhere'})" for _, m, n in meanings)
+                errors.append(f"{note}:{hits[0]}: uses {symbol}, which lectures/notation.md reserves: "
+                              f"{known}. Rename it, or register this note's meaning there.")
+            elif not hits and note in where:
+                errors.append(f"{note}: listed for {symbol} ({where[note]!r}) in lectures/notation.md "
+                              f"but does not use it; remove the listing")
+        for note in where:
+            if note not in notes:
+                errors.append(f"lectures/notation.md lists {note} for {symbol}, but there is no such note")
+    return errors
+
+
+def test_symbols_registered() -> None:
+    registry = parse_registry(_read(NOTATION))
+    notes = {_rel(p): _read(p) for p in NOTE_FILES if p != NOTATION}
+    errors = check_symbols(notes, registry)
+    assert not errors, "symbol registry:\n" + "\n".join(errors)
+
+
+def test_selftest_symbol_registry_catches_misuse() -> None:
+    registry_md = (
+        "# N\n\n" + REGISTRY_HEADING + "\n\n| symbol | written as | meaning | notes |\n| --- | --- | --- | --- |\n"
+        "| $S$ | `(?<![A-Za-z\\\\])S(?![A-Za-z])` | sampling steps | a.md |\n"
+        "| $S$ | `(?<![A-Za-z\\\\])S(?![A-Za-z])` | Monte Carlo samples | b.md |\n"
+        "| $\\epsilon$ | `\\\\epsilon(?![A-Za-z])` | not used: write $\\varepsilon$ | none |\n"
+    )
+    registry = parse_registry(registry_md)
+    good = {"a.md": "DDIM with $S = 50$ steps.", "b.md": "$$\n\\frac1S \\sum_i f(z_i)\n$$"}
+    assert check_symbols(good, registry) == []
+    # a planted misuse: a third note uses S without being registered
+    planted = dict(good, **{"c.md": "a matrix $S = A + A^\\top$"})
+    errors = check_symbols(planted, registry)
+    assert len(errors) == 1 and errors[0].startswith("c.md:1: uses $S$")
+    # the forbidden form, anywhere in math
+    errors = check_symbols(dict(good, **{"d.md": "noise $\\epsilon \\sim N(0, I)$"}), registry)
+    assert len(errors) == 1 and "d.md:1" in errors[0]
+    # words inside \\mathrm{...} and \\text{...} are not symbols; code is not math
+    assert check_symbols(dict(good, **{"e.md": "$\\mathrm{S}$ and `$S$`"}), registry) == []
+    # a stale listing and a note listed under two meanings
+    assert any("does not use it" in e for e in check_symbols({"a.md": "no math", "b.md": good["b.md"]}, registry))
+    twice = registry + [("$S$", registry[0][1], "a third meaning", ["a.md"])]
+    assert any("two meanings" in e for e in check_symbols(good, twice))
 
 
 # --------------------------------------------------------------------------------------------
