@@ -259,18 +259,20 @@ _CELL_CODE = re.compile(r"^`(.+)`$")
 
 def math_spans(text: str) -> list[tuple[int, str]]:
     """(line number, TeX) for every line of a display block and every inline ``$...$`` span,
-    outside code, with word arguments of font commands removed."""
+    outside code, with word arguments of font commands removed. Each TeX string starts with a
+    space, so a registry regex can use a look-behind such as ``(?<=[^A-Za-z\\\\])`` (the form
+    ``(?<!...)`` cannot be written in notation.md: Markdown would read ``<!`` as HTML)."""
     out, inside = [], False
     for lineno, line in enumerate(mask_code(text).split("\n"), start=1):
         if _is_fence_line(line):
             inside = not inside
             continue
         if inside:
-            out.append((lineno, _WORD_ARG.sub(" ", line)))
+            out.append((lineno, " " + _WORD_ARG.sub(" ", line)))
             continue
         dollars = _unescaped_dollars(line)
         for a, b in zip(dollars[0::2], dollars[1::2]):
-            out.append((lineno, _WORD_ARG.sub(" ", line[a + 1 : b])))
+            out.append((lineno, " " + _WORD_ARG.sub(" ", line[a + 1 : b])))
     return out
 
 
@@ -338,8 +340,8 @@ def test_symbols_registered() -> None:
 def test_selftest_symbol_registry_catches_misuse() -> None:
     registry_md = (
         "# N\n\n" + REGISTRY_HEADING + "\n\n| symbol | written as | meaning | notes |\n| --- | --- | --- | --- |\n"
-        "| $S$ | `(?<![A-Za-z\\\\])S(?![A-Za-z])` | sampling steps | a.md |\n"
-        "| $S$ | `(?<![A-Za-z\\\\])S(?![A-Za-z])` | Monte Carlo samples | b.md |\n"
+        "| $S$ | `(?<=[^A-Za-z\\\\])S(?![A-Za-z])` | sampling steps | a.md |\n"
+        "| $S$ | `(?<=[^A-Za-z\\\\])S(?![A-Za-z])` | Monte Carlo samples | b.md |\n"
         "| $\\epsilon$ | `\\\\epsilon(?![A-Za-z])` | not used: write $\\varepsilon$ | none |\n"
     )
     registry = parse_registry(registry_md)
