@@ -17,6 +17,8 @@ failure names the file (and the line):
    listed, or is listed under two meanings, fails, and so does a listing the note no longer needs).
    This checks that every use is *registered*, not what the letter means: the meaning of each use is
    the registry's claim, reviewed by people.
+5. figures: every lecture has at least two figures, each followed by a ``*Figure:`` caption that
+   names the ``assets/make_figures_*.py`` script whose source writes that PNG.
 
 Code (fenced blocks and inline code spans) is masked before the link and math checks, so examples
 inside code never count. The checkers are small pure functions; the self-tests at the bottom feed
@@ -361,6 +363,61 @@ def test_selftest_symbol_registry_catches_misuse() -> None:
     twice = registry + [("$S$", registry[0][1], "a third meaning", ["a.md"])]
     assert any("two meanings" in e for e in check_symbols(good, twice))
 
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Figures: every lecture has at least two, each captioned and made by a script in assets/
+# --------------------------------------------------------------------------------------------
+
+LECTURES = sorted((ROOT / "lectures").glob("[0-9][0-9]-*.md"))
+_FIGURE = re.compile(r"^!\[[^\]]+\]\(\.\./assets/([\w.\-]+\.png)\)\s*$")
+_SCRIPT = re.compile(r"`(assets/make_figures_\w+\.py)`")
+
+
+def check_figures(text: str, name: str, minimum: int = 2) -> list[str]:
+    """Messages for a lecture with fewer than ``minimum`` figures, a figure without a caption (a
+    paragraph starting ``*Figure:`` right after the image), or a caption that does not name the
+    assets/ script whose source writes that PNG."""
+    errors, count = [], 0
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        m = _FIGURE.match(line)
+        if not m:
+            continue
+        count += 1
+        png = m.group(1)
+        rest = "\n".join(lines[i + 1 : i + 30]).strip()
+        caption = rest.split("\n\n", 1)[0]
+        if not caption.startswith("*Figure:"):
+            errors.append(f"{name}:{i + 1}: {png} has no '*Figure: ...' caption right after it")
+            continue
+        scripts = _SCRIPT.findall(caption)
+        if not scripts:
+            errors.append(f"{name}:{i + 1}: the caption of {png} names no assets/make_figures_*.py script")
+        elif not any((ROOT / sc).is_file() and png in (ROOT / sc).read_text(encoding="utf-8") for sc in scripts):
+            errors.append(f"{name}:{i + 1}: {png} is not written by {', '.join(scripts)}")
+        if not (ROOT / "assets" / png).is_file():
+            errors.append(f"{name}:{i + 1}: assets/{png} does not exist")
+    if count < minimum:
+        errors.append(f"{name}: {count} figure(s), at least {minimum} expected")
+    return errors
+
+
+@pytest.mark.parametrize("path", LECTURES, ids=[_rel(p) for p in LECTURES])
+def test_lecture_has_captioned_generated_figures(path: Path) -> None:
+    errors = check_figures(_read(path), _rel(path))
+    assert not errors, "\n".join(errors)
+
+
+def test_selftest_figures() -> None:
+    ok = ("![a](../assets/em_loglik.png)\n\n*Figure: x. Produced by `assets/make_figures_a.py`.*\n\n"
+          "![b](../assets/iwae_bound_vs_k.png)\n\n*Figure: y, by `assets/make_figures_a.py`.*\n")
+    assert check_figures(ok, "ok.md") == []
+    assert any("at least 2" in e for e in check_figures(ok.split("\n\n![b]")[0], "one.md"))
+    no_caption = ok.replace("*Figure: x.", "Some text.")
+    assert any("no '*Figure" in e for e in check_figures(no_caption, "nc.md"))
+    wrong_script = ok.replace("make_figures_a.py`.*\n\n![b]", "make_figures_b.py`.*\n\n![b]")
+    assert any("is not written by" in e for e in check_figures(wrong_script, "ws.md"))
 
 # --------------------------------------------------------------------------------------------
 # Tests over the notes
