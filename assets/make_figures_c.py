@@ -38,7 +38,6 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 from scipy import stats  # noqa: E402
 from scipy.special import logsumexp  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DPI = 110
@@ -56,6 +55,16 @@ def save(fig, name):
 # ----------------------------------------------------------------------------------------------
 
 
+def fit_logistic(x, y, n_iter=25):
+    """Unregularised logistic regression by Newton's method; returns (weights, intercept)."""
+    X = np.column_stack([x, np.ones(len(x))])
+    beta = np.zeros(X.shape[1])
+    for _ in range(n_iter):
+        p = 1 / (1 + np.exp(-X @ beta))
+        beta += np.linalg.solve(X.T @ (X * (p * (1 - p))[:, None]), X.T @ (y - p))
+    return beta[:-1], beta[-1]
+
+
 def generative_discriminative():
     rng = np.random.default_rng(0)
     n = 100
@@ -69,8 +78,8 @@ def generative_discriminative():
     P = np.linalg.inv(Sigma)
     v = P @ (mu[1] - mu[0])
     b0 = -0.5 * mu[1] @ P @ mu[1] + 0.5 * mu[0] @ P @ mu[0]  # equal priors, log(pi1/pi0) = 0
-    # discriminative: logistic regression on the same points (essentially unregularised)
-    lr = LogisticRegression(C=1e6).fit(x, y)
+    # discriminative: logistic regression fitted directly to p(y | x) on the same points
+    w_lr, b_lr = fit_logistic(x, y)
     g = np.linspace(-4.5, 4.5, 200)
     X1, X2 = np.meshgrid(g, g)
     grid = np.stack([X1.ravel(), X2.ravel()], 1)
@@ -84,11 +93,10 @@ def generative_discriminative():
     ax.plot(g, -(v[0] * g + b0) / v[1], "k-", lw=1.5, label="boundary implied by (1.2)")
     ax.set_title(r"generative: fit $p(x \mid y)$ and $p(y)$")
     ax = axes[1]
-    prob = lr.predict_proba(grid)[:, 1].reshape(X1.shape)
+    prob = (1 / (1 + np.exp(-(grid @ w_lr + b_lr)))).reshape(X1.shape)
     im = ax.contourf(X1, X2, prob, levels=np.linspace(0, 1, 11), cmap="coolwarm", alpha=0.5)
     for c, col in ((0, "C0"), (1, "C1")):
         ax.scatter(*x[y == c].T, s=6, color=col, alpha=0.6)
-    w_lr, b_lr = lr.coef_[0], lr.intercept_[0]
     ax.plot(g, -(w_lr[0] * g + b_lr) / w_lr[1], "k--", lw=1.5, label="logistic regression")
     ax.plot(g, -(v[0] * g + b0) / v[1], "k-", lw=1, alpha=0.6, label="generative (left)")
     ax.set_title(r"discriminative: fit $p(y \mid x)$ only")
