@@ -169,7 +169,7 @@ def test_frechet_distance_known_answers():
     """Checks (1.5), the Frechet distance between Gaussians, against known answers: in 1-D it is
     (m1 - m2)^2 + (s1 - s2)^2; for commuting (diagonal) covariances it is the sum of squared
     differences of standard deviations; and for full covariances it equals the transport cost
-    E||x - T(x)||^2 of the optimal linear map T, estimated by Monte Carlo (tolerance 4 SE)."""
+    E||x - T(x)||^2 of the optimal linear map T, estimated by Monte Carlo (tolerance 5 SE)."""
     d2 = _frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([-0.5]), np.array([[0.25]]))
     assert d2 == pytest.approx(1.5**2 + (2.0 - 0.5) ** 2, rel=1e-10)
 
@@ -194,7 +194,7 @@ def test_frechet_distance_known_answers():
 def test_frechet_mean_term_bias():
     """Checks (1.6): two independent N-sample means of the same distribution differ, on average, by
     E||mu1_hat - mu2_hat||^2 = 2 tr(Sigma) / N, so an FID estimated from finite samples of two
-    identical distributions is positive. Monte Carlo over 4000 repeats; tolerance 4 SE."""
+    identical distributions is positive. Monte Carlo over 4000 repeats; tolerance 5 SE."""
     rng = np.random.default_rng(4)
     d, N, reps = 8, 50, 4000
     sd = np.linspace(0.5, 2.0, d)
@@ -275,7 +275,7 @@ def test_gaussian_mle_closed_form():
 
 def test_variance_mle_bias():
     """Checks (2.6): E[s2_hat] = (N-1)/N sigma^2. With N = 5, sigma^2 = 4 the expectation is 3.2
-    (the unbiased value 4 is 0.8 away); Monte Carlo over 200,000 repeats, tolerance 4 SE (~0.02)."""
+    (the unbiased value 4 is 0.8 away); Monte Carlo over 200,000 repeats, tolerance 5 SE (~0.025)."""
     rng = np.random.default_rng(8)
     N, s2, reps = 5, 4.0, 200_000
     x = rng.normal(0.0, math.sqrt(s2), size=(reps, N))
@@ -472,7 +472,7 @@ def test_linear_gaussian_marginal_and_posterior():
 def test_elbo_kl_decomposition_linear_gaussian():
     """Checks (3.3), (3.4) and (3.5) on the linear-Gaussian model. For an arbitrary diagonal q:
     the closed-form ELBO in the form (3.5) plus KL(q || p(z|x)) equals log p(x) exactly (3.4);
-    the Monte-Carlo average of log p(x,z) - log q(z) (definition (3.3)) agrees with it within 4 SE;
+    the Monte-Carlo average of log p(x,z) - log q(z) (definition (3.3)) agrees with it within 5 SE;
     and L < log p(x), with equality when q is the exact posterior."""
     W, b, s2, x = _linear_gaussian()
     m_post, C_post = _lg_posterior(x, W, b, s2)
@@ -495,7 +495,7 @@ def test_reparameterisation_gradient():
     """Checks (3.6): gradients through z = mu + sigma * eps are unbiased for the gradient of
     E_q[f(z)]. With f(z) = sum z^3, E f = sum(mu^3 + 3 mu sigma^2), so the exact gradients are
     3 mu^2 + 3 sigma^2 and 6 mu sigma. Autograd through the reparameterised samples matches them
-    within 4 SE (SE from the per-sample gradients 3 z^2 and 3 z^2 eps)."""
+    within 5 SE (SE from the per-sample gradients 3 z^2 and 3 z^2 eps)."""
     gen = torch.Generator().manual_seed(15)
     mu = torch.tensor([0.5, -1.0, 0.2], dtype=F64, requires_grad=True)
     sigma = torch.tensor([0.8, 0.3, 1.5], dtype=F64, requires_grad=True)
@@ -514,7 +514,7 @@ def test_reparameterisation_gradient():
 
 def test_sgvb_estimators_unbiased_and_their_variance():
     """Checks (3.7) and (3.8) on the linear-Gaussian model. Both estimators are unbiased for the
-    closed-form ELBO (within 4 SE). Their variances compare as the notes say: (i) when q is the
+    closed-form ELBO (within 5 SE). Their variances compare as the notes say: (i) when q is the
     exact posterior, every term of (3.7) equals log p(x), so its variance is zero while (3.8)'s is
     not; (ii) with many latent dimensions that the decoder ignores and q slightly off the prior in
     them (a common state of a trained VAE), the analytic-KL estimator (3.8) has the lower variance."""
@@ -553,7 +553,7 @@ def test_sgvb_estimators_unbiased_and_their_variance():
 def test_gaussian_kl_closed_form():
     """Checks (3.9): KL(N(mu, diag sigma^2) || N(0, I)) = 1/2 sum(mu^2 + sigma^2 - log sigma^2 - 1),
     computed from mu and logvar, against torch.distributions.kl_divergence (to 1e-10), and against
-    a Monte-Carlo estimate of E_q[log q - log p] (within 4 SE)."""
+    a Monte-Carlo estimate of E_q[log q - log p] (within 5 SE)."""
     gen = torch.Generator().manual_seed(17)
     mu = torch.randn(16, 8, generator=gen, dtype=F64) * 2
     logvar = torch.randn(16, 8, generator=gen, dtype=F64)
@@ -580,7 +580,7 @@ def test_importance_weighted_bound():
     """Checks (3.10) and (3.11) on the linear-Gaussian model with a diagonal q that differs from the
     exact posterior. L_1 equals the closed-form ELBO; L_k increases with k; every L_k <= log p(x);
     and L_k approaches log p(x): the gap at k = 1024 is below 2% of the gap at k = 1. Comparisons are
-    within 4 SE of the Monte-Carlo estimates."""
+    within 5 SE of the Monte-Carlo estimates."""
     W, b, s2, x = _linear_gaussian()
     m_post, C_post = _lg_posterior(x, W, b, s2)
     m, v = m_post + np.array([0.3, -0.2]), 1.5 * np.diag(C_post)
@@ -721,7 +721,7 @@ def test_two_layer_elbo():
     p(z2|z1,x) does not depend on x (bottom-up form exact), but p(z1|z2,x) does. (a) With q the true posterior, the ELBO (computed exactly from the
     moments of q) equals log p(x) to 1e-9; with a perturbed q it is strictly smaller. (b) The
     KL form (4.4), with its inner expectation over z2 done exactly, equals the exact ELBO to 1e-9.
-    (c) The Monte-Carlo average of the log-ratio in (4.3) agrees with it within 4 SE, and has zero
+    (c) The Monte-Carlo average of the log-ratio in (4.3) agrees with it within 5 SE, and has zero
     variance at the true posterior."""
     c = _two_layer_chain()
     A, B, v1, v0, x, d2, d1, D = (c[k] for k in ("A", "B", "v1", "v0", "x", "d2", "d1", "D"))
