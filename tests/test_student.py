@@ -246,6 +246,10 @@ def test_edition_holds_no_solution(solution, edition):
     assert ed.metadata["dgm"] == {
         "edition": "student", "source": name, "fingerprint": student.fingerprint(ed)
     }
+    # the header speaks to a student, who has neither the solutions nor the committed outputs
+    header = next(c.source for c in ed.cells if c.cell_type == "markdown").lower()
+    for phrase in ("solution edition", "outputs below", "committed outputs"):
+        assert phrase not in header, f"the student edition's header mentions {phrase!r}"
     counts = student.count_regions(nb, name)
     code = "\n".join(c.source for c in ed.cells if c.cell_type == "code")
     assert code.count(student.CODE_PLACEHOLDER[1]) >= counts["code solutions"]
