@@ -645,8 +645,8 @@ def make_regression(n: int = 200, d: int = 3, noise: float = 0.1, seed: int = 0)
 
 def _upstream(shape: tuple, seed: int = 1234) -> np.ndarray:
     """A fixed random upstream gradient: a non-scalar output is reduced to Σ out ⊙ w, so that a
-    wrong gradient cannot hide behind all-ones weights."""
-    return np.random.default_rng(seed).normal(size=shape)
+    wrong gradient cannot hide behind all-ones weights; a scalar output is taken as it is."""
+    return np.ones(()) if shape == () else np.random.default_rng(seed).normal(size=shape)
 
 
 def engine_grads(fn, arrays, tensor_class=Tensor):
