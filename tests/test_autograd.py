@@ -325,3 +325,36 @@ def test_toy_data():
 def test_bad_arguments(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+class _Overwrites(ag.Tensor):
+    """The classic bug: a _backward that assigns instead of adding."""
+
+    def __mul__(self, other):
+        other = self._lift(other)
+        out = type(self)(self.data * other.data, (self, other))
+
+        def _backward():
+            self.grad = ag.unbroadcast(out.grad * other.data, self.shape)
+            other.grad = ag.unbroadcast(out.grad * self.data, other.shape)
+
+        out._backward = _backward
+        return out
+
+
+def test_assert_gradients_catches_the_overwrite_bug_and_passes_the_engine():
+    square = lambda a: a * a  # noqa: E731
+    assert ag.assert_gradients("x*x", square, _inputs((3,)), ag.Tensor, numpy_fn=square) < 1e-12
+    with pytest.raises(AssertionError, match=r"x\*x on shapes \(3,\): the gradient of operand 0 differs"):
+        ag.assert_gradients("x*x", square, _inputs((3,)), _Overwrites)
+
+
+def test_fit_decreases_the_loss_and_validates():
+    x, y = ag.make_moons(64, seed=0)
+    model = ag.MLP([2, 8, 2], seed=0)
+    history = ag.fit(model, ag.Adam(model.parameters(), lr=0.05), ag.cross_entropy, x, y, 50, batch_size=16)
+    assert len(history) == 50 and history[-1] < history[0]
+    with pytest.raises(ValueError, match="batch_size must be None"):
+        ag.fit(model, ag.SGD(model.parameters(), lr=0.1), ag.cross_entropy, x, y, 5, batch_size=65)
+    with pytest.raises(ValueError, match="steps must be a positive integer"):
+        ag.fit(model, ag.SGD(model.parameters(), lr=0.1), ag.cross_entropy, x, y, 0)

@@ -19,13 +19,14 @@ The pieces, in the order of the problem set (the equation numbers are those of
   ``log``, ``tanh``, ``relu``, ``sigmoid``.
 * problem 3, :func:`log_softmax` (a primitive with its own backward, eq. A.7), :func:`softmax`,
   :func:`cross_entropy`.
-* problem 4, :class:`Linear` and :class:`MLP` (He / Xavier initialisation, eq. A.8), :class:`SGD`
-  (with momentum) and :class:`Adam` with the update rules of ``torch.optim``.
-* problem 5, :func:`save_mlp` / :func:`load_mlp` (``.npz``, bit-exact) and :func:`to_torch`.
+* problem 4, :class:`Linear` and :class:`MLP` (He / Xavier initialisation, eq. A.8).
+* problem 5, :class:`SGD` (with momentum) and :class:`Adam` with the update rules of
+  ``torch.optim`` (eq. A.9), and the training loop :func:`fit`.
+* problem 6, :func:`save_mlp` / :func:`load_mlp` (``.npz``, bit-exact) and :func:`to_torch`.
 
 Also: seeded toy data (:func:`make_moons`, :func:`make_circles`, :func:`make_spirals`,
 :func:`make_regression`) and the gradient oracles the checks use (:func:`finite_difference_grads`,
-:func:`engine_grads`, :func:`torch_grads`).
+:func:`engine_grads`, :func:`torch_grads`, :func:`assert_gradients`).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class TensorBase:
         return self._lift(other) * self ** -1.0
 
 
+@grading.reference
 def topological_order(root: TensorBase) -> list:
     """Every node that ``root`` depends on, each after all of its parents (iterative DFS)."""
     order, seen, stack = [], {id(root)}, [(root, iter(root._parents))]
@@ -393,7 +395,7 @@ def cross_entropy(logits: TensorBase, y) -> TensorBase:
 
 
 # ------------------------------------------------------------------------------------------------
-# Problem 4: layers and optimisers
+# Problem 4: layers; problem 5: optimisers and the training loop
 # ------------------------------------------------------------------------------------------------
 
 
@@ -520,8 +522,35 @@ class Adam:
             p.zero_grad()
 
 
+def _check_steps(steps, batch_size, n: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if batch_size is not None and not (isinstance(batch_size, (int, np.integer)) and 1 <= batch_size <= n):
+        raise ValueError(f"batch_size must be None (full batch) or an integer in [1, {n}], got {batch_size!r}")
+
+
+@grading.reference
+def fit(model, optimizer, loss_fn, x, y, steps: int, batch_size=None, seed: int = 0) -> list:
+    """``steps`` optimiser steps on ``loss_fn(model(x_batch), y_batch)``; returns each step's loss.
+
+    A step draws ``batch_size`` distinct rows at random (all rows when None), zeroes the
+    gradients, runs forward and backward, and updates the parameters.
+    """
+    _check_steps(steps, batch_size, len(x))
+    rng = np.random.default_rng(seed)
+    history = []
+    for _ in range(steps):
+        rows = slice(None) if batch_size is None else rng.choice(len(x), batch_size, replace=False)
+        optimizer.zero_grad()  # leaves accumulate: without this, old gradients leak into the step
+        loss = loss_fn(model(x[rows]), y[rows])
+        loss.backward()
+        optimizer.step()
+        history.append(loss.item())
+    return history
+
+
 # ------------------------------------------------------------------------------------------------
-# Problem 5: save, load, the same network in PyTorch
+# Problem 6: save, load, the same network in PyTorch
 # ------------------------------------------------------------------------------------------------
 
 
@@ -695,3 +724,39 @@ def max_relative_error(mine, ref) -> float:
     if mine.shape != ref.shape:
         return float("inf")
     return float(np.max(np.abs(mine - ref) / (1 + np.abs(ref)), initial=0.0))
+
+
+def assert_gradients(name: str, fn, arrays, tensor_class, numpy_fn=None, torch_fn=None,
+                     tol: float = 1e-9, tol_fd: float = 1e-6) -> float:
+    """Assert that ``tensor_class`` gets ``fn``'s value and gradients right on ``arrays``.
+
+    Compares against torch.autograd (``torch_fn``, default ``fn``) in float64 and, when
+    ``numpy_fn`` is given, against central finite differences. A non-scalar output is reduced to
+    Σ out ⊙ w with fixed random w. The messages name the operation, the shapes and the operand.
+    Returns the largest relative error against PyTorch.
+    """
+    shapes = " with ".join(str(np.shape(a)) for a in arrays)
+    where = f"{name} on shapes {shapes}"
+    value, grads = engine_grads(fn, arrays, tensor_class)
+    t_value, t_grads = torch_grads(torch_fn or fn, arrays)
+    assert np.shape(value) == t_value.shape, (
+        f"{where}: the result has shape {np.shape(value)}, PyTorch's has {t_value.shape}")
+    err = max_relative_error(value, t_value)
+    assert err < tol, f"{where}: the value differs from PyTorch's by {err:.2g} (relative)"
+    worst = err
+    fds = finite_difference_grads(numpy_fn, arrays) if numpy_fn is not None else [None] * len(arrays)
+    for i, (g, tg, fd) in enumerate(zip(grads, t_grads, fds)):
+        assert np.shape(g) == tg.shape, (
+            f"{where}: the gradient of operand {i} has shape {np.shape(g)}, but an operand's "
+            f"gradient has the operand's shape {tg.shape} (sum over broadcast copies, eq. A.5)")
+        err = max_relative_error(g, tg)
+        assert err < tol, (
+            f"{where}: the gradient of operand {i} differs from torch.autograd's by {err:.2g} "
+            f"(relative); compare its _backward with the local derivative (eq. A.3)")
+        worst = max(worst, err)
+        if fd is not None:
+            err = max_relative_error(g, fd)
+            assert err < tol_fd, (
+                f"{where}: the gradient of operand {i} differs from central finite differences "
+                f"by {err:.2g} (relative)")
+    return worst
