@@ -644,17 +644,20 @@ def make_circles(n: int = 200, noise: float = 0.05, factor: float = 0.5, seed: i
     return x, y
 
 
-def make_spirals(n_per_class: int = 100, n_classes: int = 3, noise: float = 0.2, seed: int = 0):
+def make_spirals(n_per_class: int = 100, n_classes: int = 3, noise: float = 0.2, turns: float = 1.0,
+                 seed: int = 0):
     """``n_classes`` interleaved spiral arms in the unit disc: x (n_per_class·K, 2), y labels.
 
-    Arm k at radius r in (0, 1] has angle 4r + 2πk/K plus Gaussian noise of std ``noise``
-    (radians), so neighbouring arms are 2π/K apart and the classes are not linearly separable.
+    Arm k at radius r in (0, 1] has angle 2π·turns·r + 2πk/K plus Gaussian noise of std
+    ``noise`` (radians), so neighbouring arms are 2π/K apart and no line separates the classes.
     """
     n, k, noise = _check_count(n_per_class, "n_per_class"), _check_count(n_classes, "n_classes"), _check_noise(noise)
+    if not np.isscalar(turns) or not turns > 0:
+        raise ValueError(f"turns must be a number > 0, got {turns!r}")
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(k), n)
     r = np.tile(np.linspace(0.05, 1.0, n), k)
-    angle = 4.0 * r + 2 * np.pi * y / k + noise * rng.normal(size=n * k)
+    angle = 2 * np.pi * (turns * r + y / k) + noise * rng.normal(size=n * k)
     return r[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1), y
 
 
