@@ -358,3 +358,17 @@ def test_fit_decreases_the_loss_and_validates():
         ag.fit(model, ag.SGD(model.parameters(), lr=0.1), ag.cross_entropy, x, y, 5, batch_size=65)
     with pytest.raises(ValueError, match="steps must be a positive integer"):
         ag.fit(model, ag.SGD(model.parameters(), lr=0.1), ag.cross_entropy, x, y, 0)
+
+
+def test_require_own_rejects_an_inherited_reference():
+    from helpers import grading
+
+    class Inherits(ag.Tensor):
+        def sum(self, axis=None, keepdims=False):  # its own: accepted
+            return ag.Tensor.sum(self, axis, keepdims)
+
+    ag.require_own(Inherits, ["sum"])
+    with pytest.raises(grading.ReferenceUsed, match=r"Inherits.exp is the course's reference \(autograd.Tensor.exp\)"):
+        ag.require_own(Inherits, ["sum", "exp"])
+    with pytest.raises(AssertionError, match="Inherits has no method softplus"):
+        ag.require_own(Inherits, ["softplus"])

@@ -336,6 +336,20 @@ class Tensor(ElementwiseTensor):
         return self._unary(value, lambda y: y * (1.0 - y))
 
 
+def require_own(cls, names) -> None:
+    """Raise :class:`grading.ReferenceUsed` if a method of ``cls`` named in ``names`` is one of
+    the course's references (inherited from a reference class or copied from one), and an
+    AssertionError if it is missing. A check's guard only sees the student's own methods, so a
+    class that merely subclasses the reference would otherwise pass."""
+    for name in names:
+        method = getattr(cls, name, None)
+        assert callable(method), f"{cls.__name__} has no method {name}: write it in the class"
+        if hasattr(method, "reference_name"):
+            raise grading.ReferenceUsed(
+                f"{cls.__name__}.{name} is the course's reference "
+                f"({method.reference_name.removeprefix('helpers.')}): write it in your class")
+
+
 def reference_methods(cls) -> list:
     """The ``@grading.reference`` methods defined on ``cls`` itself (a check's ``forbid`` list)."""
     return [v for v in vars(cls).values() if hasattr(v, "reference_name")]
