@@ -98,7 +98,8 @@ def test_reductions(reduce, axis, keepdims):
 
 
 def test_shape_ops():
-    _agree(lambda a: a.reshape(4, 6) * 2.0, _inputs((2, 3, 4)), numpy_fn=lambda a: a.reshape(4, 6) * 2.0)
+    reshaped = lambda a: a.reshape(4, 6) * 2.0  # noqa: E731
+    _agree(reshaped, _inputs((2, 3, 4)), numpy_fn=reshaped)
     _agree(lambda a: a.reshape((6, 4)), _inputs((2, 3, 4)))
     _agree(lambda a: a.T, _inputs((3, 5)), numpy_fn=lambda a: a.T)
     mine = ag.engine_grads(lambda a: a.transpose((2, 0, 1)), _inputs((2, 3, 4)))
@@ -146,8 +147,8 @@ def test_inner_nodes_are_not_double_counted_when_backward_runs_twice():
 
 
 def test_unbroadcast_against_the_definition():
-    for shape, big in [((4,), (8, 4)), ((3, 1), (3, 4)), ((1, 4), (3, 4)), ((), (2, 3)), ((2, 3), (2, 3)),
-                       ((3, 1), (2, 3, 4))]:
+    for shape, big in [((4,), (8, 4)), ((3, 1), (3, 4)), ((1, 4), (3, 4)), ((), (2, 3)),
+                       ((2, 3), (2, 3)), ((3, 1), (2, 3, 4))]:
         grad = RNG.normal(size=big)
         x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
         (x.expand(big) * torch.from_numpy(grad)).sum().backward()
@@ -160,7 +161,8 @@ def test_log_softmax_and_cross_entropy_against_torch():
     logits = _inputs((6, 4))[0] * 3
     value, (grad,) = ag.engine_grads(lambda z: ag.log_softmax(z, axis=1), [logits])
     t_value, (t_grad,) = ag.torch_grads(lambda z: torch.log_softmax(z, 1), [logits])
-    assert ag.max_relative_error(value, t_value) < 1e-12 and ag.max_relative_error(grad, t_grad) < 1e-12
+    assert ag.max_relative_error(value, t_value) < 1e-12
+    assert ag.max_relative_error(grad, t_grad) < 1e-12
     t = torch.tensor(logits, requires_grad=True)
     y = np.array([0, 3, 1, 1, 2, 0])
     loss = torch.nn.functional.cross_entropy(t, torch.from_numpy(y))
@@ -298,7 +300,8 @@ def test_toy_data():
     for make in (ag.make_moons, ag.make_circles):
         x, y = make(101, seed=1)
         assert x.shape == (101, 2) and set(np.unique(y)) == {0, 1} and abs(y.sum() - 50) == 0
-        assert np.array_equal(make(101, seed=1)[0], x) and not np.array_equal(make(101, seed=2)[0], x)
+        assert np.array_equal(make(101, seed=1)[0], x)
+        assert not np.array_equal(make(101, seed=2)[0], x)
     x, y = ag.make_circles(400, noise=0.0, factor=0.3)
     assert np.allclose(np.linalg.norm(x, axis=1), np.where(y == 0, 1.0, 0.3))
     x, y = ag.make_spirals(50, 4)
@@ -345,14 +348,15 @@ class _Overwrites(ag.Tensor):
 def test_assert_gradients_catches_the_overwrite_bug_and_passes_the_engine():
     square = lambda a: a * a  # noqa: E731
     assert ag.assert_gradients("x*x", square, _inputs((3,)), ag.Tensor, numpy_fn=square) < 1e-12
-    with pytest.raises(AssertionError, match=r"x\*x on shapes \(3,\): the gradient of operand 0 differs"):
+    with pytest.raises(AssertionError, match=r"x\*x on shapes \(3,\): the gradient of operand 0"):
         ag.assert_gradients("x*x", square, _inputs((3,)), _Overwrites)
 
 
 def test_fit_decreases_the_loss_and_validates():
     x, y = ag.make_moons(64, seed=0)
     model = ag.MLP([2, 8, 2], seed=0)
-    history = ag.fit(model, ag.Adam(model.parameters(), lr=0.05), ag.cross_entropy, x, y, 50, batch_size=16)
+    opt = ag.Adam(model.parameters(), lr=0.05)
+    history = ag.fit(model, opt, ag.cross_entropy, x, y, 50, batch_size=16)
     assert len(history) == 50 and history[-1] < history[0]
     with pytest.raises(ValueError, match="batch_size must be None"):
         ag.fit(model, ag.SGD(model.parameters(), lr=0.1), ag.cross_entropy, x, y, 5, batch_size=65)
@@ -368,7 +372,7 @@ def test_require_own_rejects_an_inherited_reference():
             return ag.Tensor.sum(self, axis, keepdims)
 
     ag.require_own(Inherits, ["sum"])
-    with pytest.raises(grading.ReferenceUsed, match=r"Inherits.exp is the course's reference \(autograd.Tensor.exp\)"):
+    with pytest.raises(grading.ReferenceUsed, match=r"Inherits.exp is the course's reference"):
         ag.require_own(Inherits, ["sum", "exp"])
     with pytest.raises(AssertionError, match="Inherits has no method softplus"):
         ag.require_own(Inherits, ["softplus"])

@@ -89,7 +89,8 @@ class TensorBase:
         self.grad = np.zeros_like(self.data)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({np.array2string(self.data, precision=4)}, shape={self.shape})"
+        values = np.array2string(self.data, precision=4)
+        return f"{type(self).__name__}({values}, shape={self.shape})"
 
     def _lift(self, other) -> "TensorBase":
         """``other`` as a tensor of this class (a number or an array becomes a constant leaf)."""
@@ -238,14 +239,16 @@ class Tensor(ElementwiseTensor):
     def __matmul__(self, other):
         other = self._lift(other)
         if self.ndim == 0 or other.ndim == 0:
-            raise ValueError(f"@ needs operands with at least 1 axis, got {self.shape} @ {other.shape}")
+            raise ValueError(
+                f"@ needs operands with at least 1 axis, got {self.shape} @ {other.shape}")
         out = type(self)(self.data @ other.data, (self, other))
         # 1-D operands act as a row (left) or a column (right); see np.matmul
         a = self.data if self.ndim > 1 else self.data[None, :]
         b = other.data if other.ndim > 1 else other.data[:, None]
 
         def _backward():  # C = AB: dA = dC Bᵀ, dB = Aᵀ dC (eq. A.6), summed over batch copies
-            g = out.grad.reshape(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]))
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            g = out.grad.reshape(batch + (a.shape[-2], b.shape[-1]))
             ga = unbroadcast(g @ np.swapaxes(b, -1, -2), a.shape)
             gb = unbroadcast(np.swapaxes(a, -1, -2) @ g, b.shape)
             self.grad += ga.reshape(self.shape)
@@ -393,9 +396,11 @@ def _check_labels(y, logits_shape: tuple) -> np.ndarray:
         raise ValueError(f"logits must have shape (N, K), got {logits_shape}")
     n, k = logits_shape
     if y.shape != (n,) or y.dtype.kind not in "iu":
-        raise ValueError(f"y must hold N={n} integer class labels, got shape {y.shape} dtype {y.dtype}")
+        raise ValueError(
+            f"y must hold N={n} integer class labels, got shape {y.shape} dtype {y.dtype}")
     if y.size and (y.min() < 0 or y.max() >= k):
-        raise ValueError(f"y must be class labels in [0, {k}), got values in [{y.min()}, {y.max()}]")
+        raise ValueError(
+            f"y must be class labels in [0, {k}), got values in [{y.min()}, {y.max()}]")
     return y
 
 
@@ -539,8 +544,10 @@ class Adam:
 def _check_steps(steps, batch_size, n: int) -> None:
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if batch_size is not None and not (isinstance(batch_size, (int, np.integer)) and 1 <= batch_size <= n):
-        raise ValueError(f"batch_size must be None (full batch) or an integer in [1, {n}], got {batch_size!r}")
+    whole = batch_size is None
+    if not whole and not (isinstance(batch_size, (int, np.integer)) and 1 <= batch_size <= n):
+        raise ValueError(
+            f"batch_size must be None (full batch) or an integer in [1, {n}], got {batch_size!r}")
 
 
 @grading.reference
@@ -654,7 +661,8 @@ def make_circles(n: int = 200, noise: float = 0.05, factor: float = 0.5, seed: i
     y = (np.arange(n) >= (n + 1) // 2).astype(np.int64)
     angle = rng.uniform(0, 2 * np.pi, n)
     radius = np.where(y == 0, 1.0, factor)
-    x = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1) + noise * rng.normal(size=(n, 2))
+    x = radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
+    x = x + noise * rng.normal(size=(n, 2))
     return x, y
 
 
@@ -665,7 +673,8 @@ def make_spirals(n_per_class: int = 100, n_classes: int = 3, noise: float = 0.2,
     Arm k at radius r in (0, 1] has angle 2π·turns·r + 2πk/K plus Gaussian noise of std
     ``noise`` (radians), so neighbouring arms are 2π/K apart and no line separates the classes.
     """
-    n, k, noise = _check_count(n_per_class, "n_per_class"), _check_count(n_classes, "n_classes"), _check_noise(noise)
+    n, k = _check_count(n_per_class, "n_per_class"), _check_count(n_classes, "n_classes")
+    noise = _check_noise(noise)
     if not np.isscalar(turns) or not turns > 0:
         raise ValueError(f"turns must be a number > 0, got {turns!r}")
     rng = np.random.default_rng(seed)
@@ -761,7 +770,7 @@ def assert_gradients(name: str, fn, arrays, tensor_class, numpy_fn=None, torch_f
     err = max_relative_error(value, t_value)
     assert err < tol, f"{where}: the value differs from PyTorch's by {err:.2g} (relative)"
     worst = err
-    fds = finite_difference_grads(numpy_fn, arrays) if numpy_fn is not None else [None] * len(arrays)
+    fds = [None] * len(arrays) if numpy_fn is None else finite_difference_grads(numpy_fn, arrays)
     for i, (g, tg, fd) in enumerate(zip(grads, t_grads, fds)):
         assert np.shape(g) == tg.shape, (
             f"{where}: the gradient of operand {i} has shape {np.shape(g)}, but an operand's "
