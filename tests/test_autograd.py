@@ -376,3 +376,9 @@ def test_require_own_rejects_an_inherited_reference():
         ag.require_own(Inherits, ["sum", "exp"])
     with pytest.raises(AssertionError, match="Inherits has no method softplus"):
         ag.require_own(Inherits, ["softplus"])
+
+
+def test_assert_gradients_uses_the_given_hint():
+    square = lambda a: a * a  # noqa: E731
+    with pytest.raises(AssertionError, match="accumulate with"):
+        ag.assert_gradients("x*x", square, _inputs((3,)), _Overwrites, hint="accumulate with +=")

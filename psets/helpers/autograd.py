@@ -753,13 +753,14 @@ def max_relative_error(mine, ref) -> float:
 
 
 def assert_gradients(name: str, fn, arrays, tensor_class, numpy_fn=None, torch_fn=None,
-                     tol: float = 1e-9, tol_fd: float = 1e-6) -> float:
+                     tol: float = 1e-9, tol_fd: float = 1e-6, hint: str | None = None) -> float:
     """Assert that ``tensor_class`` gets ``fn``'s value and gradients right on ``arrays``.
 
     Compares against torch.autograd (``torch_fn``, default ``fn``) in float64 and, when
     ``numpy_fn`` is given, against central finite differences. A non-scalar output is reduced to
-    Σ out ⊙ w with fixed random w. The messages name the operation, the shapes and the operand.
-    Returns the largest relative error against PyTorch.
+    Σ out ⊙ w with fixed random w. The messages name the operation, the shapes and the operand;
+    ``hint`` replaces the default advice on a wrong gradient. Returns the largest relative error
+    against PyTorch.
     """
     shapes = " with ".join(str(np.shape(a)) for a in arrays)
     where = f"{name} on shapes {shapes}"
@@ -770,6 +771,7 @@ def assert_gradients(name: str, fn, arrays, tensor_class, numpy_fn=None, torch_f
     err = max_relative_error(value, t_value)
     assert err < tol, f"{where}: the value differs from PyTorch's by {err:.2g} (relative)"
     worst = err
+    hint = hint or "compare its _backward with the local derivative (eq. A.3)"
     fds = [None] * len(arrays) if numpy_fn is None else finite_difference_grads(numpy_fn, arrays)
     for i, (g, tg, fd) in enumerate(zip(grads, t_grads, fds)):
         assert np.shape(g) == tg.shape, (
@@ -778,7 +780,7 @@ def assert_gradients(name: str, fn, arrays, tensor_class, numpy_fn=None, torch_f
         err = max_relative_error(g, tg)
         assert err < tol, (
             f"{where}: the gradient of operand {i} differs from torch.autograd's by {err:.2g} "
-            f"(relative); compare its _backward with the local derivative (eq. A.3)")
+            f"(relative); {hint}")
         worst = max(worst, err)
         if fd is not None:
             err = max_relative_error(g, fd)
