@@ -1,0 +1,200 @@
+"""helpers.autoregressive: MADE's masks by the Jacobian, PixelCNN's receptive field by gradients
+against a combinatorial oracle, exact normalisation on 2x2 images, and sampling against the
+model's own probabilities."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from helpers import autoregressive as ar
+
+ORDERS = {
+    "identity": torch.arange(6),
+    "reversed": torch.arange(5, -1, -1),
+    "random1": torch.randperm(6, generator=torch.Generator().manual_seed(1)),
+    "random2": torch.randperm(6, generator=torch.Generator().manual_seed(2)),
+    "interleaved": torch.tensor([1, 3, 5, 0, 2, 4]),
+}
+
+
+@pytest.fixture(autouse=True)
+def _threads(one_thread):
+    yield
+
+
+def _jacobian(model, D, seed=0):
+    x = torch.rand(D, generator=torch.Generator().manual_seed(seed))
+    return torch.autograd.functional.jacobian(lambda v: model(v[None])[0], x)  # (D out, D in)
+
+
+@pytest.mark.parametrize("name", ORDERS)
+@pytest.mark.parametrize("hidden", [[64], [48, 48]])
+def test_made_jacobian_respects_the_ordering(name, hidden):
+    order = ORDERS[name]
+    torch.manual_seed(0)
+    model = ar.MADE(order, hidden, generator=torch.Generator().manual_seed(3))
+    J = _jacobian(model, 6)
+    m = ar.degrees_of(order)
+    forbidden = m[None, :] >= m[:, None]  # input d' at or after output d in the ordering
+    assert (J[forbidden] == 0).all(), f"{name}: an output depends on itself or a later input"
+    allowed = ~forbidden
+    # wide hidden layers hold every degree, so (almost) every allowed path exists
+    assert (J[allowed] != 0).float().mean() > 0.9, f"{name}: masks cut allowed connections"
+
+
+def test_made_masks_shapes_and_rules():
+    order = ORDERS["random1"]
+    masks = ar.made_masks(order, [7, 5], generator=torch.Generator().manual_seed(0))
+    assert [tuple(m.shape) for m in masks] == [(7, 6), (5, 7), (6, 5)]
+    assert all(set(m.unique().tolist()) <= {0.0, 1.0} for m in masks)
+    # the connectivity (product of masks) is zero on and above the diagonal in the ordering
+    conn = masks[2] @ masks[1] @ masks[0]
+    m = ar.degrees_of(order)
+    assert (conn[m[None, :] >= m[:, None]] == 0).all()
+    # the first coordinate in the ordering reads nothing: its row of the output mask is zero
+    assert masks[2][order[0]].sum() == 0
+
+
+def test_output_mask_must_be_strict():
+    """The check above can fail: the >= bug in the output mask shows on the Jacobian's diagonal."""
+    model = ar.MADE(torch.arange(6), [64])
+    m = ar.degrees_of(torch.arange(6))
+    h = torch.randint(1, 6, (64,), generator=torch.Generator().manual_seed(0))
+    model.mask0 = (h[:, None] >= m[None, :]).float()  # the correct hidden rule
+    model.mask1 = (m[:, None] >= h[None, :]).float()  # the bug: >= where eq. (5.4) has >
+    assert (_jacobian(model, 6).diagonal() != 0).any()
+
+
+def test_made_nll_is_the_bernoulli_log_likelihood():
+    model = ar.MADE(torch.arange(10), [20])
+    x = torch.rand(5, 10).lt(0.5).float()
+    ref = -torch.distributions.Bernoulli(logits=model(x)).log_prob(x).sum(1)
+    assert torch.allclose(model.nll(x), ref, atol=1e-5)
+
+
+def _total_probability(model, shape):
+    x = ar.all_binary_patterns(math.prod(shape)).view(-1, *shape).double()
+    with torch.no_grad():
+        return torch.exp(-model.double().nll(x)).sum().item()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_probabilities_of_the_16_patterns_sum_to_one(seed):
+    torch.manual_seed(seed)
+    assert _total_probability(ar.PixelCNN(8, 2), (1, 2, 2)) == pytest.approx(1.0, abs=1e-9)
+    made = ar.MADE(torch.tensor([2, 0, 3, 1]), [16, 16], generator=torch.Generator().manual_seed(seed))
+    assert _total_probability(made, (4,)) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_a_pixelcnn_that_sees_its_own_pixel_is_not_normalised():
+    """The normalisation check can fail: a type-B first layer lets each output read its input."""
+    torch.manual_seed(0)
+    model = ar.PixelCNN(8, 1, in_kernel=3)
+    model.input.mask = ar.conv_mask(3, "B")
+    for p in model.parameters():
+        p.data.mul_(3)
+    assert abs(_total_probability(model, (1, 2, 2)) - 1.0) > 1e-3
+
+
+def test_conv_masks():
+    A, B = ar.conv_mask(5, "A"), ar.conv_mask(5, "B")
+    assert A.sum() == 12 and B.sum() == 13  # (k^2 - 1) / 2 earlier positions, + the centre
+    assert A[2, 2] == 0 and B[2, 2] == 1 and (A[3:] == 0).all() and (A[2, 3:] == 0).all()
+
+
+def _oracle_field(n_blocks, in_kernel, size, pixel):
+    """Pixels reachable backwards from ``pixel`` through the masks' supports (no gradients)."""
+    reach = torch.zeros(1, 1, size, size)
+    reach[0, 0, pixel[0], pixel[1]] = 1
+    for _ in range(n_blocks):  # residual: a block adds its masked 3x3 neighbourhood
+        spread = F.conv_transpose2d(reach, ar.conv_mask(3, "B")[None, None], padding=1)
+        reach = ((reach + spread) > 0).float()
+    spread = F.conv_transpose2d(reach, ar.conv_mask(in_kernel, "A")[None, None],
+                                padding=in_kernel // 2)
+    return spread[0, 0] > 0
+
+
+@pytest.mark.parametrize("n_blocks", [0, 1, 3])
+def test_pixelcnn_receptive_field_by_gradients(n_blocks):
+    torch.manual_seed(0)
+    model = ar.PixelCNN(16, n_blocks, in_kernel=5)
+    size, pixel = 15, (9, 7)
+    field = ar.receptive_field(model, (1, size, size), pixel, n_inputs=16,
+                               generator=torch.Generator().manual_seed(0))
+    seen = field > 0
+    assert not (seen & ~ar.raster_allowed((size, size), pixel)).any(), "sees itself or later"
+    assert torch.equal(seen, _oracle_field(n_blocks, 5, size, pixel))
+    if n_blocks:  # the blind spot: one row up and beyond the first layer's reach to the right
+        r, s = pixel
+        assert not seen[r - 1, s + 3] and seen[r - 2, s + 3]
+        assert (~seen & ar.raster_allowed((size, size), pixel))[r - n_blocks - 2:r, :].sum() > 0
+
+
+def _empirical_vs_exact(model, shape, order, n, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x, log_prob = ar.sample(model, n, shape, order, generator=gen)
+    D = math.prod(shape)
+    with torch.no_grad():
+        assert torch.allclose(log_prob, -model.nll(x), atol=1e-4), "log-prob of the draws"
+        patterns = ar.all_binary_patterns(D)
+        p = torch.exp(-model.nll(patterns.view(-1, *shape)))
+    codes = (x.view(n, D) * (2 ** torch.arange(D - 1, -1, -1))).sum(1).long()
+    freq = torch.bincount(codes, minlength=2 ** D).float() / n
+    z = (freq - p) / torch.sqrt(p * (1 - p) / n)
+    return z.abs().max().item(), p
+
+
+def _sharpen(model):
+    for q in model.parameters():
+        q.data.mul_(3)  # far-from-uniform conditionals that depend on earlier pixels
+    return model
+
+
+def test_sampling_reproduces_the_models_probabilities():
+    torch.manual_seed(0)
+    pixelcnn = _sharpen(ar.PixelCNN(8, 1, in_kernel=3))
+    zmax, p = _empirical_vs_exact(pixelcnn, (1, 2, 2), None, 40_000, 0)
+    assert p.max() > 3 * p.min(), "the test model should be far from uniform"
+    assert zmax < 5
+    made = _sharpen(ar.MADE(torch.tensor([2, 0, 3, 1]), [16], generator=torch.Generator().manual_seed(0)))
+    zmax, _ = _empirical_vs_exact(made, (4,), made.order, 40_000, 1)
+    assert zmax < 5
+
+
+def test_sampling_in_the_wrong_order_is_detected():
+    """The sampling test can fail: drawing a MADE in raster order when it was built for another."""
+    torch.manual_seed(0)
+    made = _sharpen(ar.MADE(torch.tensor([3, 2, 1, 0]), [16], generator=torch.Generator().manual_seed(0)))
+    gen = torch.Generator().manual_seed(0)
+    x, log_prob = ar.sample(made, 20_000, (4,), torch.arange(4), generator=gen)
+    with torch.no_grad():
+        assert not torch.allclose(log_prob, -made.nll(x), atol=1e-3)
+
+
+def test_all_binary_patterns():
+    P = ar.all_binary_patterns(3)
+    assert P.shape == (8, 3) and len({tuple(r) for r in P.tolist()}) == 8
+    assert P[5].tolist() == [1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: ar.made_masks(torch.tensor([0, 0, 1]), [4]), "permutation"),
+    (lambda: ar.made_masks(torch.arange(4.0), [4]), "integer"),
+    (lambda: ar.made_masks(torch.arange(1), [4]), "at least 2"),
+    (lambda: ar.made_masks(torch.arange(4), []), "hidden_sizes"),
+    (lambda: ar.made_masks(torch.arange(4), [4, 0]), r"hidden_sizes\[1\]"),
+    (lambda: ar.conv_mask(4, "A"), "odd"),
+    (lambda: ar.conv_mask(3, "C"), "mask_type"),
+    (lambda: ar.sample(ar.MADE(torch.arange(4), [4]), 0, (4,)), "n must"),
+    (lambda: ar.sample(ar.MADE(torch.arange(4), [4]), 2, (4,), torch.arange(3)), "prod"),
+    (lambda: ar.all_binary_patterns(0), "D must"),
+    (lambda: ar.bernoulli_nll(torch.zeros(2, 3), torch.zeros(2, 4)), "same shape"),
+    (lambda: ar.receptive_field(ar.PixelCNN(4, 1), (1, 5, 5), (5, 0)), "pixel"),
+])
+def test_bad_arguments_are_named(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
