@@ -11,7 +11,6 @@ import pytest
 import scipy.linalg
 import scipy.stats
 import torch
-from torch.autograd.functional import jacobian
 
 from helpers import flows
 
@@ -25,18 +24,11 @@ def _float64():
 
 
 def random_net(net, std=0.5, seed=0):
-    """Give a zero-initialised s/t network random weights so the layer is not the identity."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(std * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    return net
+    """A zero-initialised s/t network with random weights, so the layer is not the identity."""
+    return flows.perturb_(net, std, seed)
 
 
-def log_abs_det_jacobian(fn, x):
-    """log|det d fn(x) / dx| for one example x (1, ...), by autograd."""
-    J = jacobian(lambda v: fn(v.reshape(x.shape)).flatten(), x.flatten())
-    return torch.linalg.slogdet(J)[1]
+log_abs_det_jacobian = flows.log_abs_det_jacobian
 
 
 def check_layer(layer, x, atol=1e-5):
@@ -193,29 +185,11 @@ def test_entropy_mc_of_a_single_gaussian_limit():
     assert abs(H - closed) < 4 * se + 1e-3, (H, closed, se)
 
 
-class LogitNormal:
-    """A per-pixel Gaussian in logit space: its discrete likelihood has a closed form through the
-    normal CDF, since the logit transform is monotone."""
-
-    def __init__(self, mean, std):
-        self.mean, self.std = mean, std
-
-    def log_prob(self, y):
-        return torch.distributions.Normal(self.mean, self.std).log_prob(y).flatten(1).sum(1)
-
-    def exact_bits_per_dim(self, x, alpha):
-        k = torch.round(x * 255)
-        edge = lambda v: flows.logit_transform(v, alpha)[0]  # noqa: E731
-        cdf = torch.distributions.Normal(self.mean, self.std).cdf
-        mass = cdf(edge((k + 1) / 256)) - cdf(edge(k / 256))
-        return -torch.log(mass).flatten(1).sum(1) / (x[0].numel() * math.log(2))
-
-
 def test_bits_per_dim_bounds_the_exact_discrete_likelihood():
     gen = torch.Generator().manual_seed(12)
     x = torch.randint(0, 256, (4, 1, 6, 6), generator=gen).double() / 255
-    model = LogitNormal(torch.zeros(1, 6, 6), 1.5)
-    exact = model.exact_bits_per_dim(x, 0.05)
+    model = flows.LogitNormal(torch.zeros(1, 6, 6), 1.5, alpha=0.05)
+    exact = model.exact_bits_per_dim(x)
     mc = torch.stack([flows.bits_per_dim(model, x, 0.05, gen) for _ in range(400)]).mean(0)
     assert (mc >= exact - 1e-3).all()
     assert torch.allclose(mc, exact, atol=0.01), (mc, exact)
@@ -236,3 +210,11 @@ def test_validation_messages():
         flows.coupling_flow().sample(2, temperature=0)
     with pytest.raises(TypeError, match="Ops.lu_weight must be callable"):
         flows.Ops(lu_weight=3)
+
+
+def test_log_abs_det_jacobian_of_a_linear_map():
+    A = torch.randn(4, 4, generator=torch.Generator().manual_seed(13))
+    got = flows.log_abs_det_jacobian(lambda v: v @ A.T, torch.randn(1, 4))
+    assert abs(got.item() - torch.linalg.slogdet(A)[1].item()) < 1e-10
+    with pytest.raises(ValueError, match="one example"):
+        flows.log_abs_det_jacobian(lambda v: v, torch.zeros(2, 4))
