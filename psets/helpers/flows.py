@@ -634,6 +634,12 @@ class LogitNormal:
     def exact_bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
         """-log2 P(k) / D for images x = k / 255 (B, C, H, W): (B,)."""
         k = torch.round(x * (N_LEVELS - 1))
-        edge = lambda v: logit_transform(v, self.alpha)[0]  # noqa: E731
-        mass = self.normal.cdf(edge((k + 1) / N_LEVELS)) - self.normal.cdf(edge(k / N_LEVELS))
-        return -_per_example_sum(torch.log(mass)) / (x[0].numel() * math.log(2))
+        standardise = lambda v: (logit_transform(v, self.alpha)[0] - self.normal.loc) / self.normal.scale  # noqa: E731
+        lo, hi = standardise(k / N_LEVELS), standardise((k + 1) / N_LEVELS)
+        # log(Phi(hi) - Phi(lo)) without underflow far in either tail: by symmetry, work in the
+        # lower tail, log Phi(b) + log(1 - Phi(a) / Phi(b)) with a < b both <= the bin's far side
+        upper = lo > 0
+        a, b = torch.where(upper, -hi, lo), torch.where(upper, -lo, hi)
+        log_b = torch.special.log_ndtr(b)
+        log_mass = log_b + torch.log1p(-torch.exp(torch.special.log_ndtr(a) - log_b))
+        return -_per_example_sum(log_mass) / (x[0].numel() * math.log(2))
