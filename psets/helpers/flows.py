@@ -35,10 +35,6 @@ def _tensor(name: str, x, min_dim: int = 1) -> torch.Tensor:
     return x
 
 
-def _channels_of(x: torch.Tensor) -> int:
-    return x.shape[1]
-
-
 def _per_example_sum(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).sum(1)
 
