@@ -44,7 +44,9 @@ student: $(STAMP)
 
 grade: $(STAMP)
 	@test -n "$(NB)" || { echo "usage: make grade NB=student/03_vae.ipynb"; exit 2; }
-	$(BIN)/python scripts/grade.py $(NB) --json $(GRADE_JSON)
+	@# A report with failed checks is a normal outcome here (grade.py exits 1 for it, for scripts);
+	@# only a real error (exit 2: no notebook) fails the make target.
+	$(BIN)/python scripts/grade.py $(NB) --json $(GRADE_JSON) || [ $$? -eq 1 ]
 
 clean:
 	rm -rf $(VENV) site test-artifacts

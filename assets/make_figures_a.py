@@ -7,7 +7,7 @@ writes, next to this script:
 * ``em_loglik.png``: log-likelihood per EM iteration on a 1-D two-component Gaussian mixture
   (lecture 02, equation (2.15): it never decreases);
 * ``iwae_bound_vs_k.png``: the importance-weighted bound L_k against k on a linear-Gaussian model
-  where log p(x) is known exactly (lecture 03, equations (3.9)-(3.10)).
+  where log p(x) is known exactly (lecture 03, equations (3.10)-(3.11)).
 
 Both use numpy only, are seeded, and take a few seconds on one CPU core. The models are the same
 as in ``tests/test_notes_math_a.py``, which checks the equations themselves.
@@ -61,15 +61,15 @@ def iwae_curve(ks, seed=0):
     m_post = C_post @ W.T @ diff / s2
     m, v = m_post + np.array([0.3, -0.2]), 1.5 * np.diag(C_post)  # a deliberately imperfect q
     means, ses = [], []
-    kl = 0.5 * np.sum(m**2 + v - np.log(v) - 1)  # (3.8)
+    kl = 0.5 * np.sum(m**2 + v - np.log(v) - 1)  # (3.9)
     resid = x - b - W @ m
-    elbo = -0.5 * D * np.log(2 * np.pi * s2) - 0.5 * (resid @ resid + np.sum(W**2 * v)) / s2 - kl  # (3.4)
+    elbo = -0.5 * D * np.log(2 * np.pi * s2) - 0.5 * (resid @ resid + np.sum(W**2 * v)) / s2 - kl  # (3.5)
     for k in ks:
         reps = max(400, 40_000 // k)  # more repeats where one estimate is noisier
         z = m + np.sqrt(v) * rng.normal(size=(reps, k, d))
         log_lik = normal_logpdf(x, z @ W.T + b, s2).sum(-1)
         log_w = log_lik + normal_logpdf(z, 0.0, 1.0).sum(-1) - normal_logpdf(z, m, v).sum(-1)
-        est = np.logaddexp.reduce(log_w, axis=1) - np.log(k)  # (3.9)
+        est = np.logaddexp.reduce(log_w, axis=1) - np.log(k)  # (3.10)
         means.append(est.mean())
         ses.append(est.std() / np.sqrt(reps))
     return np.array(means), np.array(ses), log_px, elbo

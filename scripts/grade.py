@@ -12,11 +12,14 @@ helpers`` works for an edition in student/ too).
 A *check cell* is a code cell whose first non-empty line starts with ``# Check`` (``# Check 3:
 against torch.distributions``), or a cell tagged ``check``. Each check cell is one row of the
 report, and its *problem* is the cells after the previous check cell up to and including it. A row
-passes when no cell of its problem raised; otherwise the message gives the check's own exception
-(type and message, and where it was raised when that was in another cell, e.g. a solution cell's
-``NotImplementedError``), or, when the check never ran meaningfully (it was not reached, or it
-failed on a name that an earlier cell of its problem failed to define), the first error of the
-problem. Cells are numbered from 1, top to bottom, Markdown cells included.
+passes when the check cell itself ran without error: each problem is graded on its own, since the
+notebooks take an earlier problem's function through ``helpers.grading.use`` (the student's when its
+check passed, else the course's reference, announced by a ``[grading]`` line that the report shows
+as a note under the row). A failing row's message gives the check's own exception (type and
+message, and where it was raised when that was in another cell, e.g. a solution cell's
+``NotImplementedError``, or a ``ReferenceUsed`` when the solution forwarded to the reference), with
+the first earlier error of the problem when there was one; a check that was not reached says where
+execution stopped. Cells are numbered from 1, top to bottom, Markdown cells included.
 
 Errors after the last check cell are listed but not graded. The exit status is 0 when every check
 passed, 1 when any failed (also when the kernel died: checks that did not run fail), and 2 when the
@@ -39,7 +42,9 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 PSETS = ROOT / "psets"
 PROFILES = ("smoke", "standard", "full")
+QUIET_KERNEL = ["--IPKernelApp.log_level=ERROR"]  # see execute()
 
+NOTE = "[grading]"  # helpers.grading.NOTE: the prefix of fall-back notices in cell outputs
 _CHECK = re.compile(r"^#\s*Check\b")
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # IPython's frame header for code run from a cell:
@@ -67,6 +72,17 @@ def check_name(cell, number: int) -> str:
     """The check's first comment line without ``#`` (``Check 3: against ...``), else ``cell N``."""
     first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
     return first.lstrip("#").strip() if first.startswith("#") else f"cell {number}"
+
+
+def _notes(cell) -> list[str]:
+    """The ``[grading]`` lines a cell printed (helpers.grading.use announcing a fall-back)."""
+    lines = []
+    for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+        if out.get("output_type") == "stream":
+            text = out.get("text", "")
+            text = "".join(text) if isinstance(text, list) else text
+            lines += [ln.strip() for ln in text.splitlines() if ln.startswith(NOTE)]
+    return lines
 
 
 def _error_of(cell, by_count: dict[int, int]) -> dict | None:
@@ -142,13 +158,11 @@ def summarize(nb, aborted: str | None = None, stopped_at: int | None = None) -> 
             )
             if upstream and upstream["cell"] != stopped_at:
                 message += f"; before that, cell {upstream['cell']} raised {describe(upstream)}"
-        elif upstream and (own is None or own["ename"] == "NameError"):
-            # the check never ran meaningfully: the first error of the problem is the message
-            message = f"cell {upstream['cell']} raised {describe(upstream)}"
-            message += (
-                f"; then this check failed with {describe(own, hint=False)}"
-                if own
-                else "; this check's own assertions passed"
+        elif own and upstream and own["ename"] == "NameError":
+            # the check failed on a name the problem's own cells failed to define: show that cause
+            message = (
+                f"cell {upstream['cell']} raised {describe(upstream)}; "
+                f"then this check failed with {describe(own, hint=False)}"
             )
         elif own:
             message = describe(own)
@@ -157,16 +171,26 @@ def summarize(nb, aborted: str | None = None, stopped_at: int | None = None) -> 
                     f"; earlier in this problem, cell {upstream['cell']} raised "
                     f"{describe(upstream, hint=False)}"
                 )
+        elif upstream:
+            message = (
+                f"(cell {upstream['cell']} raised {describe(upstream, hint=False)}; this check "
+                f"does not depend on it)"
+            )
         else:
             message = ""
         rows.append(
             {
                 "name": check_name(cell, n),
                 "cell": n,
-                "passed": ran and not own and not upstream,
+                # A check is graded on its own: it passes when it ran without error. Errors in the
+                # cells before it (a figure drawn with an earlier problem's unfinished code, say)
+                # explain a failure but do not cause one; later cells use the reference for an
+                # earlier problem that failed (helpers.grading.use), and the notes say so.
+                "passed": ran and not own,
                 "message": message,
                 "error": own,
                 "upstream": upstream,
+                "notes": [note for m in range(start, n + 1) for note in _notes(nb.cells[m - 1])],
             }
         )
         start = n + 1
@@ -193,6 +217,8 @@ def format_report(report: dict) -> str:
             f"{name:<{width}}  {r['cell']:>4}  {'pass' if r['passed'] else 'FAIL':<6}  "
             f"{r['message']}".rstrip()
         )
+        lines += [f"{'':<{width}}  {'':>4}  {'':<6}  note: {n.removeprefix(NOTE).strip()}"
+                  for n in r.get("notes", [])]
     if not rows:
         lines.append("(no check cells: none starts with '# Check' or is tagged 'check')")
     lines.append(
@@ -228,6 +254,10 @@ def execute(path: Path, profile: str = "smoke", timeout: int = 600):
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PSETS), env.get("PYTHONPATH")) if p)
     client = NotebookClient(
         nb,
+        # The kernel listens on 127.0.0.1 only; its start-up warning that TCP traffic is not
+        # encrypted is noise for a local run, so the kernel application logs errors only (cell
+        # output, warnings from the notebook's code included, is not affected).
+        extra_arguments=QUIET_KERNEL,
         timeout=timeout,
         kernel_name="python3",
         allow_errors=True,

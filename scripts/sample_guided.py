@@ -4,7 +4,7 @@
                                     [--n-per-class 8] [--steps 50 | --ddpm] [--seed 0]
 
 CHECKPOINT is a file written by ``helpers.diffusion.save_model`` (problem set 08 writes one to
-``$DGM_DATA_DIR/checkpoints/pset3_guided_<profile>.pt``). Each row of the grid is one class; the
+``$DGM_DATA_DIR/checkpoints/08_guided_<profile>.pt``). Each row of the grid is one class; the
 guidance weight w follows the course's convention (w = 0 unconditional, w = 1 conditional, w > 1
 guided). Sampling is DDIM with ``--steps`` steps, or DDPM with all T steps with ``--ddpm``.
 The work is done by ``helpers.diffusion.sample_grid``, the same function the notebook calls.

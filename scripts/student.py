@@ -14,7 +14,8 @@ own:
   when left empty, so cell positions match the solution notebook).
 
 Outputs and execution counts are cleared, and ``metadata.dgm`` records the edition:
-``{"edition": "student", "source": "03_vae.ipynb"}``. The output is a pure function of the input
+``{"edition": "student", "source": "03_vae.ipynb", "fingerprint": ...}`` (a hash of the cells as
+written, so that an edition someone has since edited or run is never overwritten). The output is a pure function of the input
 (sorted keys, fixed indentation, no timestamps), so regenerating gives the same bytes. Unbalanced or
 nested markers, and lines that look like a marker but are not one exactly (``## BEGIN SOLUTION``),
 raise ``ValueError`` naming the notebook, the cell and the line. Every edition is checked before it
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import re
 import sys
@@ -161,11 +163,20 @@ def _join(lines: list[str], trailing_newline: bool) -> str:
     return "\n".join(lines) + ("\n" if trailing_newline and lines else "")
 
 
-def make_student(nb, source: str):
+def fingerprint(nb) -> str:
+    """A hash of what a person can change in a notebook: each cell's type, source and outputs."""
+    cells = [[c.cell_type, c.source, c.get("outputs", [])] for c in nb.cells]
+    return hashlib.sha256(json.dumps(cells, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def make_student(nb, source: str, keep: frozenset[int] = frozenset()):
     """The student edition of notebook ``nb`` (not modified); ``source`` names it in messages and
-    in ``metadata.dgm``."""
+    in ``metadata.dgm``. The solution regions of the cells whose 0-based indices are in ``keep``
+    stay as they are (the grading tests build editions with some problems solved this way)."""
     out = copy.deepcopy(nb)
     for index, (cell, regions) in enumerate(zip(out.cells, all_regions(nb, source))):
+        if index in keep:
+            regions = [r for r in regions if r.kind != SOLUTION]
         lines = _split(cell.source)
         for i in range(len(lines)):
             outside = not any(r.start <= i < r.stop for r in regions)
@@ -183,7 +194,7 @@ def make_student(nb, source: str):
             cell.execution_count = None
         cell.metadata.pop("execution", None)
     out.metadata.pop("widgets", None)
-    out.metadata["dgm"] = {"edition": "student", "source": source}
+    out.metadata["dgm"] = {"edition": "student", "source": source, "fingerprint": fingerprint(out)}
     return out
 
 
@@ -284,21 +295,24 @@ def _source_name(path: Path, psets: Path = PSETS) -> str:
         return path.name
 
 
-def _has_run(path: Path) -> bool:
-    """Whether the notebook at ``path`` was executed (outputs or execution counts): an edition
-    as generated never is, so such a file holds someone's work."""
+def _changed_since_written(path: Path) -> bool:
+    """Whether the notebook at ``path`` differs from the edition this script wrote there: its
+    recorded fingerprint no longer matches its cells (edited, or run), or it has none (not ours)."""
     try:
-        cells = json.loads(path.read_text(encoding="utf-8")).get("cells", [])
+        nb = read(path)
     except (OSError, ValueError):
         return True  # unreadable: do not overwrite what we cannot inspect
-    return any(c.get("outputs") or c.get("execution_count") is not None for c in cells)
+    recorded = nb.metadata.get("dgm", {}).get("fingerprint")
+    return recorded is None or recorded != fingerprint(nb)
 
 
 def generate(path: Path, out: Path = OUT, force: bool = False) -> tuple[Path, dict]:
     """Write the student edition of ``path`` under ``out``; return its path and counts.
 
-    An existing file that differs and has been run is left alone (ValueError) unless ``force``:
-    it is probably a student's or a tester's work in progress.
+    An existing file is replaced only when it is exactly an edition this script wrote (its cells
+    still match the fingerprint recorded in ``metadata.dgm``): a file that was edited, run, or not
+    written by this script may hold someone's work, so it is left alone (ValueError) unless
+    ``force``.
     """
     name = _source_name(path)
     nb = read(path)
@@ -310,10 +324,16 @@ def generate(path: Path, out: Path = OUT, force: bool = False) -> tuple[Path, di
             f"{name}: the student edition does not round-trip (a bug in this script)"
         )
     target, data = edition_path(path, out), dumps(edition).encode("utf-8")
-    if target.exists() and not force and target.read_bytes() != data and _has_run(target):
+    if (
+        target.exists()
+        and not force
+        and target.read_bytes() != data
+        and _changed_since_written(target)
+    ):
         raise ValueError(
-            f"{target} has been run (it has outputs), so it may hold someone's work: move it away, "
-            f"or pass --force to overwrite it"
+            f"{target} differs from the edition this script wrote there (it was edited or run), "
+            f"so it may hold someone's work; nothing was written. Move it away, or pass --force "
+            f"to overwrite it"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
@@ -348,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=OUT, help="output folder (default: student/)")
     parser.add_argument(
-        "--force", action="store_true", help="overwrite editions that have been run (work in them)"
+        "--force", action="store_true", help="overwrite editions that were edited or run since they were written (work in them)"
     )
     args = parser.parse_args(argv)
     try:

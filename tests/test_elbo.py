@@ -61,7 +61,7 @@ def _linear_gaussian():
     return x, log_px, log_lik, m, C
 
 
-def test_elbo_estimators_are_bounds_and_exact_at_the_true_posterior():
+def test_elbo_estimators_equal_log_px_minus_kl_and_iw_bound_rises_with_k():
     x, log_px, log_lik, m, C = _linear_gaussian()
     torch.manual_seed(0)
     # a deliberately poor q: the ELBO lies below log p(x) by KL(q ‖ p(z|x))
@@ -80,9 +80,10 @@ def test_elbo_estimators_are_bounds_and_exact_at_the_true_posterior():
     assert (log_px - l1000).abs().max() < 0.5 * (log_px - a).min()
 
 
-def test_iw_bound_is_exact_with_the_true_posterior_and_chunking_does_not_matter():
+def test_iw_bound_near_log_px_with_diagonal_posterior_proposal_and_chunking_does_not_matter():
     x, log_px, log_lik, m, C = _linear_gaussian()
-    # q with the posterior's mean and marginal variances: close to p(z|x), so L_k ≈ log p(x)
+    # q with the posterior's mean and marginal variances (a diagonal approximation, not the exact
+    # correlated posterior): close enough that L_k with k = 2000 is within 0.02 of log p(x)
     mu, logvar = m, C.diagonal().log().expand_as(m)
     torch.manual_seed(1)
     a = elbo.iw_bound(x, mu, logvar, log_lik, k=2000, chunk=2000)

@@ -138,3 +138,13 @@ def test_use_of_an_unknown_name_says_what_is_known():
 def test_bad_arguments(args, error, match):
     with pytest.raises(error, match=match):
         grading.check(*args)
+
+
+def test_a_lambda_fall_back_is_announced_by_the_references_it_stands_for(capsys):
+    ns = run("def my_square(x):\n    raise NotImplementedError()\n", notebook())
+    cell = 'with grading.check(1, {"my_square": lambda x: ref_square(x)}, forbid=[ref_square]):\n    my_square(2)\n'
+    with pytest.raises(NotImplementedError):
+        run(cell, ns)
+    assert grading.use("my_square")(3) == 9
+    out = capsys.readouterr().out
+    assert "test_grading.ref_square)" in out and "<lambda>" not in out, out

@@ -10,7 +10,15 @@ failure names the file (and the line):
 2. math: ``$$`` lines come in pairs, braces and ``\\begin{X}``/``\\end{X}`` balance inside each
    display block (braces also inside each inline ``$...$`` span), no ``\\(`` ``\\)`` ``\\[`` ``\\]``
    delimiters outside code, and an even number of inline ``$`` on every line outside code;
-3. heading: each file starts with a ``# `` heading.
+3. heading: each file starts with a ``# `` heading;
+4. symbols: every letter that lectures/notation.md registers under "Letters with more than one use"
+   is used only in the notes listed for it there, and with one meaning per note (the registry gives
+   the regular expression each letter is written as; a note that uses the letter without being
+   listed, or is listed under two meanings, fails, and so does a listing the note no longer needs).
+   This checks that every use is *registered*, not what the letter means: the meaning of each use is
+   the registry's claim, reviewed by people.
+5. figures: every lecture has at least two figures, each followed by a ``*Figure:`` caption that
+   names the ``assets/make_figures_*.py`` script whose source writes that PNG.
 
 Code (fenced blocks and inline code spans) is masked before the link and math checks, so examples
 inside code never count. The checkers are small pure functions; the self-tests at the bottom feed
@@ -236,6 +244,180 @@ def check_heading(text: str, name: str = "<text>") -> list[str]:
         return []
     return [f"{name}:1: file must start with a '# Title' heading, found {first[:60]!r}"]
 
+
+# --------------------------------------------------------------------------------------------
+# 4. Symbols: the registry of letters with more than one use in lectures/notation.md
+# --------------------------------------------------------------------------------------------
+
+NOTATION = ROOT / "lectures" / "notation.md"
+REGISTRY_HEADING = "## Letters with more than one use"
+# font and text commands whose argument is a word, not a symbol (\mathrm{KL}, \text{vlb}, \tag{3.1})
+_WORD_ARG = re.compile(
+    r"\\(?:mathcal|mathbb|mathrm|text|textrm|operatorname|mathbf|mathsf|mathit|boldsymbol|tag|begin|end)"
+    r"\s*\{[^{}]*\}"
+)
+_CELL_CODE = re.compile(r"^`(.+)`$")
+
+
+def math_spans(text: str) -> list[tuple[int, str]]:
+    """(line number, TeX) for every line of a display block and every inline ``$...$`` span,
+    outside code, with word arguments of font commands removed. Each TeX string starts with a
+    space, so a registry regex can use a look-behind such as ``(?<=[^A-Za-z\\\\])`` (the form
+    ``(?<!...)`` cannot be written in notation.md: Markdown would read ``<!`` as HTML)."""
+    out, inside = [], False
+    for lineno, line in enumerate(mask_code(text).split("\n"), start=1):
+        if _is_fence_line(line):
+            inside = not inside
+            continue
+        if inside:
+            out.append((lineno, " " + _WORD_ARG.sub(" ", line)))
+            continue
+        dollars = _unescaped_dollars(line)
+        for a, b in zip(dollars[0::2], dollars[1::2]):
+            out.append((lineno, " " + _WORD_ARG.sub(" ", line[a + 1 : b])))
+    return out
+
+
+def parse_registry(text: str) -> list[tuple[str, str, str, list[str]]]:
+    """Rows (symbol cell, regex, meaning, notes) of the table under REGISTRY_HEADING; ``notes``
+    are repository-relative paths, empty for a form the course does not use at all ("none")."""
+    if REGISTRY_HEADING not in text:
+        raise ValueError(f"notation: no section {REGISTRY_HEADING!r}")
+    section = text.split(REGISTRY_HEADING, 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.split("\n"):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        if len(cells) != 4 or cells[0] in ("symbol", "---"):
+            continue
+        m = _CELL_CODE.match(cells[1])
+        if not m:
+            raise ValueError(f"notation registry: the 'written as' cell must be a `regex`, got {cells[1]!r}")
+        notes = [] if cells[3] == "none" else [n.strip() for n in cells[3].split(",")]
+        rows.append((cells[0], m.group(1), cells[2], notes))
+    if not rows:
+        raise ValueError("notation registry: the table has no rows")
+    return rows
+
+
+def check_symbols(notes: dict[str, str], registry: list[tuple[str, str, str, list[str]]]) -> list[str]:
+    """Messages for uses of registered letters that the registry does not list for that note, for
+    notes listed under two meanings of one letter, and for listings with no use behind them.
+    ``notes`` maps a repository-relative path to the note's text."""
+    errors = []
+    by_regex: dict[str, list[tuple[str, str, list[str]]]] = {}
+    for symbol, regex, meaning, listed in registry:
+        by_regex.setdefault(regex, []).append((symbol, meaning, listed))
+    for regex, meanings in by_regex.items():
+        rx = re.compile(regex)
+        symbol = meanings[0][0]
+        where: dict[str, str] = {}
+        for _, meaning, listed in meanings:
+            for note in listed:
+                if note in where:
+                    errors.append(f"{note}: {symbol} is listed with two meanings, "
+                                  f"{where[note]!r} and {meaning!r}; one note, one meaning")
+                where[note] = meaning
+        for note, text in sorted(notes.items()):
+            hits = [lineno for lineno, tex in math_spans(text) if rx.search(tex)]
+            if hits and note not in where:
+                known = "; ".join(f"{m} ({', '.join(n) or 'nowhere'})" for _, m, n in meanings)
+                errors.append(f"{note}:{hits[0]}: uses {symbol}, which lectures/notation.md reserves: "
+                              f"{known}. Rename it, or register this note's meaning there.")
+            elif not hits and note in where:
+                errors.append(f"{note}: listed for {symbol} ({where[note]!r}) in lectures/notation.md "
+                              f"but does not use it; remove the listing")
+        for note in where:
+            if note not in notes:
+                errors.append(f"lectures/notation.md lists {note} for {symbol}, but there is no such note")
+    return errors
+
+
+def test_symbols_registered() -> None:
+    registry = parse_registry(_read(NOTATION))
+    notes = {_rel(p): _read(p) for p in NOTE_FILES if p != NOTATION}
+    errors = check_symbols(notes, registry)
+    assert not errors, "symbol registry:\n" + "\n".join(errors)
+
+
+def test_selftest_symbol_registry_catches_misuse() -> None:
+    registry_md = (
+        "# N\n\n" + REGISTRY_HEADING + "\n\n| symbol | written as | meaning | notes |\n| --- | --- | --- | --- |\n"
+        "| $S$ | `(?<=[^A-Za-z\\\\])S(?![A-Za-z])` | sampling steps | a.md |\n"
+        "| $S$ | `(?<=[^A-Za-z\\\\])S(?![A-Za-z])` | Monte Carlo samples | b.md |\n"
+        "| $\\epsilon$ | `\\\\epsilon(?![A-Za-z])` | not used: write $\\varepsilon$ | none |\n"
+    )
+    registry = parse_registry(registry_md)
+    good = {"a.md": "DDIM with $S = 50$ steps.", "b.md": "$$\n\\frac1S \\sum_i f(z_i)\n$$"}
+    assert check_symbols(good, registry) == []
+    # a planted misuse: a third note uses S without being registered
+    planted = dict(good, **{"c.md": "a matrix $S = A + A^\\top$"})
+    errors = check_symbols(planted, registry)
+    assert len(errors) == 1 and errors[0].startswith("c.md:1: uses $S$")
+    # the forbidden form, anywhere in math
+    errors = check_symbols(dict(good, **{"d.md": "noise $\\epsilon \\sim N(0, I)$"}), registry)
+    assert len(errors) == 1 and "d.md:1" in errors[0]
+    # words inside \\mathrm{...} and \\text{...} are not symbols; code is not math
+    assert check_symbols(dict(good, **{"e.md": "$\\mathrm{S}$ and `$S$`"}), registry) == []
+    # a stale listing and a note listed under two meanings
+    assert any("does not use it" in e for e in check_symbols({"a.md": "no math", "b.md": good["b.md"]}, registry))
+    twice = registry + [("$S$", registry[0][1], "a third meaning", ["a.md"])]
+    assert any("two meanings" in e for e in check_symbols(good, twice))
+
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Figures: every lecture has at least two, each captioned and made by a script in assets/
+# --------------------------------------------------------------------------------------------
+
+LECTURES = sorted((ROOT / "lectures").glob("[0-9][0-9]-*.md"))
+_FIGURE = re.compile(r"^!\[[^\]]+\]\(\.\./assets/([\w.\-]+\.png)\)\s*$")
+_SCRIPT = re.compile(r"`(assets/make_figures_\w+\.py)`")
+
+
+def check_figures(text: str, name: str, minimum: int = 2) -> list[str]:
+    """Messages for a lecture with fewer than ``minimum`` figures, a figure without a caption (a
+    paragraph starting ``*Figure:`` right after the image), or a caption that does not name the
+    assets/ script whose source writes that PNG."""
+    errors, count = [], 0
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        m = _FIGURE.match(line)
+        if not m:
+            continue
+        count += 1
+        png = m.group(1)
+        rest = "\n".join(lines[i + 1 : i + 30]).strip()
+        caption = rest.split("\n\n", 1)[0]
+        if not caption.startswith("*Figure:"):
+            errors.append(f"{name}:{i + 1}: {png} has no '*Figure: ...' caption right after it")
+            continue
+        scripts = _SCRIPT.findall(caption)
+        if not scripts:
+            errors.append(f"{name}:{i + 1}: the caption of {png} names no assets/make_figures_*.py script")
+        elif not any((ROOT / sc).is_file() and png in (ROOT / sc).read_text(encoding="utf-8") for sc in scripts):
+            errors.append(f"{name}:{i + 1}: {png} is not written by {', '.join(scripts)}")
+        if not (ROOT / "assets" / png).is_file():
+            errors.append(f"{name}:{i + 1}: assets/{png} does not exist")
+    if count < minimum:
+        errors.append(f"{name}: {count} figure(s), at least {minimum} expected")
+    return errors
+
+
+@pytest.mark.parametrize("path", LECTURES, ids=[_rel(p) for p in LECTURES])
+def test_lecture_has_captioned_generated_figures(path: Path) -> None:
+    errors = check_figures(_read(path), _rel(path))
+    assert not errors, "\n".join(errors)
+
+
+def test_selftest_figures() -> None:
+    ok = ("![a](../assets/em_loglik.png)\n\n*Figure: x. Produced by `assets/make_figures_a.py`.*\n\n"
+          "![b](../assets/iwae_bound_vs_k.png)\n\n*Figure: y, by `assets/make_figures_a.py`.*\n")
+    assert check_figures(ok, "ok.md") == []
+    assert any("at least 2" in e for e in check_figures(ok.split("\n\n![b]")[0], "one.md"))
+    no_caption = ok.replace("*Figure: x.", "Some text.")
+    assert any("no '*Figure" in e for e in check_figures(no_caption, "nc.md"))
+    wrong_script = ok.replace("make_figures_a.py`.*\n\n![b]", "make_figures_b.py`.*\n\n![b]")
+    assert any("is not written by" in e for e in check_figures(wrong_script, "ws.md"))
 
 # --------------------------------------------------------------------------------------------
 # Tests over the notes

@@ -3,8 +3,9 @@
 Every test names, in its docstring, the equation(s) of the notes it checks, and compares the
 formula with an independent route: a library implementation (scipy, torch.distributions), a
 numerical optimiser, a direct computation from definitions, or Monte Carlo. Monte-Carlo
-tolerances are a few standard errors (SE) of the estimate, computed from the same samples, so a
-correct formula fails with negligible probability and a wrong one is far outside the band.
+tolerances are Z = 5 standard errors (SE) of the estimate, computed from the same samples, so a
+correct formula fails with negligible probability and a wrong one is far outside the band (the
+same Z as tests/test_notes_math_b.py and the rule stated in lecture 2).
 Exact comparisons use tolerances at the level of float64 round-off. All randomness is seeded.
 
 The models used throughout:
@@ -24,6 +25,7 @@ from scipy import integrate, linalg, optimize, stats
 
 F64 = torch.float64
 LOG2PI = math.log(2.0 * math.pi)
+Z = 5.0  # number of standard errors allowed in Monte Carlo comparisons
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,26 +118,30 @@ def test_bayes_rule_gaussian_classes_give_logistic():
     np.testing.assert_allclose(post_logistic, post_bayes, rtol=1e-10, atol=1e-12)
 
 
-def test_bits_per_dim_conversion():
-    """Checks (1.3) and (1.4). (1.3): bits/dim = NLL_nats / (D ln 2), compared with log2 of the
-    probabilities of a discrete model. (1.4): a density on data rescaled to [0, 1] gives a bits/dim
-    bound of -log p(y)/(D ln 2) + 8 for 8-bit data; known answer: the uniform density on [0,1]^D
-    gives exactly 8 bits/dim, the entropy of a uniform byte. Also the bound (1.4) must lie above the
-    exact discrete bits/dim of the distribution the density induces on the 256 bins (Jensen)."""
-    # (1.3) on a discrete model over D = 4 independent bytes with a random categorical.
+def test_bits_per_dim_from_model_likelihood():
+    """Checks (1.3) and (1.4). (1.3): bits/dim = NLL_nats / (D ln 2), computed from a fitted
+    model's likelihood: a factorised Bernoulli model fitted by maximum likelihood to correlated
+    binary vectors, its log-likelihood taken from torch.distributions in nats. Independent route:
+    for MLE frequencies the average code length per dimension equals the mean binary entropy of the
+    fitted frequencies, computed in bits by scipy (no logarithm conversion on our side). A second
+    model (every pixel Bernoulli(1/2)) must cost exactly 1 bit/dim whatever the data.
+    (1.4): a density on data rescaled to [0, 1] gives a bits/dim bound -E log p(y)/(D ln 2) + 8
+    that must lie above the exact discrete bits/dim of the distribution the density induces on the
+    256 bins (Jensen), and be nearly tight where the density is smooth at the bin scale."""
     rng = np.random.default_rng(2)
-    D = 4
-    probs = rng.dirichlet(np.ones(256), size=D)  # (D, 256)
-    x = np.array([rng.choice(256, p=probs[i]) for i in range(D)])
-    nll_nats = -np.log(probs[np.arange(D), x]).sum()
-    bpd = nll_nats / (D * math.log(2))  # (1.3)
-    assert bpd == pytest.approx(-np.log2(probs[np.arange(D), x]).sum() / D, rel=1e-12)
-
-    # (1.4), known answer: the uniform density on [0, 1]^D has log p(y) = 0, hence 8 bits/dim.
-    D = 3072
-    log_p_y = 0.0
-    assert -log_p_y / (D * math.log(2)) + 8.0 == pytest.approx(8.0)
-    assert -np.log2(np.full(256, 1 / 256)).mean() == pytest.approx(8.0)  # entropy of a uniform byte
+    N, D = 500, 16
+    # correlated binary data: thresholded Gaussian vectors with a shared factor
+    x = (rng.normal(size=(N, 1)) + rng.normal(size=(N, D)) + np.linspace(-1, 1, D) > 0).astype(float)
+    p_hat = x.mean(0)  # MLE of each pixel's Bernoulli parameter
+    model = torch.distributions.Bernoulli(probs=torch.tensor(p_hat, dtype=F64))
+    nll_nats = -model.log_prob(torch.tensor(x, dtype=F64)).sum(1)  # (N,) nats per data point
+    bpd = (nll_nats / (D * math.log(2))).mean().item()  # (1.3)
+    entropy_bits = np.mean([stats.entropy([q, 1 - q], base=2) for q in p_hat])
+    assert bpd == pytest.approx(entropy_bits, rel=1e-10)
+    assert 0.5 < bpd < 1.0  # the fitted model beats the 1-bit coin on these skewed pixels
+    coin = torch.distributions.Bernoulli(probs=torch.full((D,), 0.5, dtype=F64))
+    coin_bpd = (-coin.log_prob(torch.tensor(x, dtype=F64)).sum(1) / (D * math.log(2))).mean().item()
+    assert coin_bpd == pytest.approx(1.0, rel=1e-12)
 
     # (1.4) vs the exact discrete bits/dim: a 1-D Gaussian density on y = (x + u)/256.
     mu, sd = 0.45, 0.12
@@ -163,7 +169,7 @@ def test_frechet_distance_known_answers():
     """Checks (1.5), the Frechet distance between Gaussians, against known answers: in 1-D it is
     (m1 - m2)^2 + (s1 - s2)^2; for commuting (diagonal) covariances it is the sum of squared
     differences of standard deviations; and for full covariances it equals the transport cost
-    E||x - T(x)||^2 of the optimal linear map T, estimated by Monte Carlo (tolerance 4 SE)."""
+    E||x - T(x)||^2 of the optimal linear map T, estimated by Monte Carlo (tolerance 5 SE)."""
     d2 = _frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([-0.5]), np.array([[0.25]]))
     assert d2 == pytest.approx(1.5**2 + (2.0 - 0.5) ** 2, rel=1e-10)
 
@@ -182,13 +188,13 @@ def test_frechet_distance_known_answers():
     x = mu1 + rng.normal(size=(200_000, 4)) @ np.linalg.cholesky(S1).T
     cost = ((x - (mu2 + (x - mu1) @ T.T)) ** 2).sum(1)
     se = cost.std() / math.sqrt(len(cost))
-    assert abs(cost.mean() - _frechet_distance(mu1, S1, mu2, S2)) < 4 * se
+    assert abs(cost.mean() - _frechet_distance(mu1, S1, mu2, S2)) < Z * se
 
 
 def test_frechet_mean_term_bias():
     """Checks (1.6): two independent N-sample means of the same distribution differ, on average, by
     E||mu1_hat - mu2_hat||^2 = 2 tr(Sigma) / N, so an FID estimated from finite samples of two
-    identical distributions is positive. Monte Carlo over 4000 repeats; tolerance 4 SE."""
+    identical distributions is positive. Monte Carlo over 4000 repeats; tolerance 5 SE."""
     rng = np.random.default_rng(4)
     d, N, reps = 8, 50, 4000
     sd = np.linspace(0.5, 2.0, d)
@@ -196,7 +202,7 @@ def test_frechet_mean_term_bias():
     bb = rng.normal(size=(reps, N, d)) * sd
     sq = ((a.mean(1) - bb.mean(1)) ** 2).sum(1)
     se = sq.std() / math.sqrt(reps)
-    assert abs(sq.mean() - 2 * (sd**2).sum() / N) < 4 * se
+    assert abs(sq.mean() - 2 * (sd**2).sum() / N) < Z * se
 
 
 def test_mixture_with_noise_loses_at_most_log_100():
@@ -269,13 +275,13 @@ def test_gaussian_mle_closed_form():
 
 def test_variance_mle_bias():
     """Checks (2.6): E[s2_hat] = (N-1)/N sigma^2. With N = 5, sigma^2 = 4 the expectation is 3.2
-    (the unbiased value 4 is 0.8 away); Monte Carlo over 200,000 repeats, tolerance 4 SE (~0.02)."""
+    (the unbiased value 4 is 0.8 away); Monte Carlo over 200,000 repeats, tolerance 5 SE (~0.025)."""
     rng = np.random.default_rng(8)
     N, s2, reps = 5, 4.0, 200_000
     x = rng.normal(0.0, math.sqrt(s2), size=(reps, N))
     s2_hat = x.var(axis=1)  # 1/N normalisation
     se = s2_hat.std() / math.sqrt(reps)
-    assert abs(s2_hat.mean() - (N - 1) / N * s2) < 4 * se
+    assert abs(s2_hat.mean() - (N - 1) / N * s2) < Z * se
 
 
 def test_multivariate_normal_density():
@@ -341,7 +347,7 @@ def test_gaussian_marginal_and_conditional():
     m_c = mu3[:2] + K * (xb0 - mu3[2])
     S_c = S3[:2, :2] - np.outer(K, S3[2, :2])
     se_mean = np.sqrt(np.diag(S_c) / len(sel))
-    assert np.all(np.abs(sel.mean(0) - m_c) < 4 * se_mean + 0.02 * np.abs(K))  # + window width
+    assert np.all(np.abs(sel.mean(0) - m_c) < Z * se_mean + 0.02 * np.abs(K))  # + window width
     np.testing.assert_allclose(np.cov(sel.T), S_c, rtol=0.05, atol=0.02 * np.abs(S_c).max())
 
 
@@ -466,7 +472,7 @@ def test_linear_gaussian_marginal_and_posterior():
 def test_elbo_kl_decomposition_linear_gaussian():
     """Checks (3.3), (3.4) and (3.5) on the linear-Gaussian model. For an arbitrary diagonal q:
     the closed-form ELBO in the form (3.5) plus KL(q || p(z|x)) equals log p(x) exactly (3.4);
-    the Monte-Carlo average of log p(x,z) - log q(z) (definition (3.3)) agrees with it within 4 SE;
+    the Monte-Carlo average of log p(x,z) - log q(z) (definition (3.3)) agrees with it within 5 SE;
     and L < log p(x), with equality when q is the exact posterior."""
     W, b, s2, x = _linear_gaussian()
     m_post, C_post = _lg_posterior(x, W, b, s2)
@@ -480,7 +486,7 @@ def test_elbo_kl_decomposition_linear_gaussian():
     rng = np.random.default_rng(14)
     z = m + np.sqrt(v) * rng.normal(size=(100_000, 2))
     terms = _lg_log_joint(z, x, W, b, s2) - _diag_normal_logpdf(z, m, v)
-    assert abs(terms.mean() - elbo) < 4 * terms.std() / math.sqrt(len(terms))
+    assert abs(terms.mean() - elbo) < Z * terms.std() / math.sqrt(len(terms))
 
     assert _lg_elbo_closed_form(x, W, b, s2, m_post, C_post) == pytest.approx(log_px, abs=1e-10)
 
@@ -489,7 +495,7 @@ def test_reparameterisation_gradient():
     """Checks (3.6): gradients through z = mu + sigma * eps are unbiased for the gradient of
     E_q[f(z)]. With f(z) = sum z^3, E f = sum(mu^3 + 3 mu sigma^2), so the exact gradients are
     3 mu^2 + 3 sigma^2 and 6 mu sigma. Autograd through the reparameterised samples matches them
-    within 4 SE (SE from the per-sample gradients 3 z^2 and 3 z^2 eps)."""
+    within 5 SE (SE from the per-sample gradients 3 z^2 and 3 z^2 eps)."""
     gen = torch.Generator().manual_seed(15)
     mu = torch.tensor([0.5, -1.0, 0.2], dtype=F64, requires_grad=True)
     sigma = torch.tensor([0.8, 0.3, 1.5], dtype=F64, requires_grad=True)
@@ -502,13 +508,13 @@ def test_reparameterisation_gradient():
         exact_sigma = 6 * mu * sigma
         se_mu = (3 * z**2).std(0) / math.sqrt(n)
         se_sigma = (3 * z**2 * eps).std(0) / math.sqrt(n)
-    assert torch.all((mu.grad - exact_mu).abs() < 4 * se_mu)
-    assert torch.all((sigma.grad - exact_sigma).abs() < 4 * se_sigma)
+    assert torch.all((mu.grad - exact_mu).abs() < Z * se_mu)
+    assert torch.all((sigma.grad - exact_sigma).abs() < Z * se_sigma)
 
 
 def test_sgvb_estimators_unbiased_and_their_variance():
     """Checks (3.7) and (3.8) on the linear-Gaussian model. Both estimators are unbiased for the
-    closed-form ELBO (within 4 SE). Their variances compare as the notes say: (i) when q is the
+    closed-form ELBO (within 5 SE). Their variances compare as the notes say: (i) when q is the
     exact posterior, every term of (3.7) equals log p(x), so its variance is zero while (3.8)'s is
     not; (ii) with many latent dimensions that the decoder ignores and q slightly off the prior in
     them (a common state of a trained VAE), the analytic-KL estimator (3.8) has the lower variance."""
@@ -532,7 +538,7 @@ def test_sgvb_estimators_unbiased_and_their_variance():
     assert np.abs(Cd - np.diag(np.diag(Cd))).max() < 1e-12
     a, bb, elbo = estimators(Wd, md, np.diag(Cd))
     assert a.var() < 1e-20 and bb.var() > 0.1
-    assert abs(bb.mean() - elbo) < 4 * bb.std() / math.sqrt(len(bb))
+    assert abs(bb.mean() - elbo) < Z * bb.std() / math.sqrt(len(bb))
 
     # (ii) 2 active latent dimensions and 30 the decoder ignores.
     W32 = np.concatenate([W, np.zeros((W.shape[0], 30))], axis=1)
@@ -540,14 +546,14 @@ def test_sgvb_estimators_unbiased_and_their_variance():
     v = np.concatenate([np.diag(C_post), np.full(30, 0.6)])
     a, bb, elbo = estimators(W32, m, v)
     for est in (a, bb):
-        assert abs(est.mean() - elbo) < 4 * est.std() / math.sqrt(len(est))
+        assert abs(est.mean() - elbo) < Z * est.std() / math.sqrt(len(est))
     assert bb.var() < 0.8 * a.var()  # variance estimates are good to ~2% at n = 20,000
 
 
 def test_gaussian_kl_closed_form():
     """Checks (3.9): KL(N(mu, diag sigma^2) || N(0, I)) = 1/2 sum(mu^2 + sigma^2 - log sigma^2 - 1),
     computed from mu and logvar, against torch.distributions.kl_divergence (to 1e-10), and against
-    a Monte-Carlo estimate of E_q[log q - log p] (within 4 SE)."""
+    a Monte-Carlo estimate of E_q[log q - log p] (within 5 SE)."""
     gen = torch.Generator().manual_seed(17)
     mu = torch.randn(16, 8, generator=gen, dtype=F64) * 2
     logvar = torch.randn(16, 8, generator=gen, dtype=F64)
@@ -560,7 +566,7 @@ def test_gaussian_kl_closed_form():
     z = q.sample((2000,))  # (2000, 16, 8)
     terms = (q.log_prob(z) - p.log_prob(z)).sum(-1)
     se = terms.std(0) / math.sqrt(terms.shape[0])
-    assert torch.all((terms.mean(0) - ours).abs() < 4 * se)
+    assert torch.all((terms.mean(0) - ours).abs() < Z * se)
 
 
 def _iwae_estimates(x, W, b, s2, m, v, k, reps, rng):
@@ -574,7 +580,7 @@ def test_importance_weighted_bound():
     """Checks (3.10) and (3.11) on the linear-Gaussian model with a diagonal q that differs from the
     exact posterior. L_1 equals the closed-form ELBO; L_k increases with k; every L_k <= log p(x);
     and L_k approaches log p(x): the gap at k = 1024 is below 2% of the gap at k = 1. Comparisons are
-    within 4 SE of the Monte-Carlo estimates."""
+    within 5 SE of the Monte-Carlo estimates."""
     W, b, s2, x = _linear_gaussian()
     m_post, C_post = _lg_posterior(x, W, b, s2)
     m, v = m_post + np.array([0.3, -0.2]), 1.5 * np.diag(C_post)
@@ -588,11 +594,46 @@ def test_importance_weighted_bound():
         means.append(est.mean())
         ses.append(est.std() / math.sqrt(len(est)))
     means, ses = np.array(means), np.array(ses)
-    assert abs(means[0] - elbo) < 4 * ses[0]  # L_1 = ELBO
-    assert np.all(np.diff(means) > -4 * np.hypot(ses[1:], ses[:-1]))  # increasing in k
-    assert means[1] - means[0] > 4 * np.hypot(ses[0], ses[1])  # strictly, at small k
-    assert np.all(means < log_px + 4 * ses)  # every L_k is a lower bound
-    assert log_px - means[-1] < 0.02 * (log_px - elbo) + 4 * ses[-1]  # -> log p(x)
+    assert abs(means[0] - elbo) < Z * ses[0]  # L_1 = ELBO
+    assert np.all(np.diff(means) > -Z * np.hypot(ses[1:], ses[:-1]))  # increasing in k
+    assert means[1] - means[0] > Z * np.hypot(ses[0], ses[1])  # strictly, at small k
+    assert np.all(means < log_px + Z * ses)  # every L_k is a lower bound
+    assert log_px - means[-1] < 0.02 * (log_px - elbo) + Z * ses[-1]  # -> log p(x)
+
+
+def test_iw_bound_single_mode_encoder_stays_loose():
+    """The corrected argument of question 3 in readings/iwae-burda-2015.md: with posterior
+    1/2 N(-3,1) + 1/2 N(3,1) and encoder q = N(3,1), every weight is at least p(x)/2, so the gap
+    L_k - log p(x) lies in [-log 2, 0]; it is -0.689 at k = 1 (quadrature, an independent route
+    from the Monte Carlo) and still about -0.67 at k = 100. A broad encoder N(0, 3.5^2) has a worse
+    ELBO but a gap under 0.06 at k = 10 and under 0.02 at k = 100. log p(x) = 0 without loss of
+    generality (the gap does not depend on it)."""
+    rng = np.random.default_rng(5)
+
+    def log_post(z):
+        return np.logaddexp(stats.norm.logpdf(z, -3, 1), stats.norm.logpdf(z, 3, 1)) + math.log(0.5)
+
+    def gap(k, reps, loc, scale):
+        z = rng.normal(loc, scale, size=(reps, k))
+        log_w = log_post(z) - stats.norm.logpdf(z, loc, scale)
+        est = np.logaddexp.reduce(log_w, axis=1) - math.log(k)
+        return est.mean(), est.std() / math.sqrt(reps)
+
+    exact_k1, _ = integrate.quad(
+        lambda z: np.logaddexp(math.log(0.5), math.log(0.5) - 6 * z) * stats.norm.pdf(z, 3, 1), -10, 16
+    )
+    assert exact_k1 == pytest.approx(-0.6893, abs=1e-3)
+    z = rng.normal(3.0, 1.0, size=100_000)
+    assert np.all(log_post(z) - stats.norm.logpdf(z, 3, 1) >= -math.log(2) - 1e-12)  # w >= p(x)/2
+    m1, se1 = gap(1, 200_000, 3.0, 1.0)
+    assert abs(m1 - exact_k1) < Z * se1
+    m100, se100 = gap(100, 4000, 3.0, 1.0)
+    assert -math.log(2) <= m100 < -0.6 and se100 < 0.01  # still loose at k = 100
+    broad1, _ = gap(1, 200_000, 0.0, 3.5)
+    broad10, _ = gap(10, 20_000, 0.0, 3.5)
+    broad100, _ = gap(100, 4000, 0.0, 3.5)
+    assert broad1 < m1  # the ELBO prefers the one-mode encoder ...
+    assert broad10 > -0.06 and broad100 > -0.02  # ... the k-sample bound the broad one
 
 
 def test_beta_vae_optimal_encoder():
@@ -680,7 +721,7 @@ def test_two_layer_elbo():
     p(z2|z1,x) does not depend on x (bottom-up form exact), but p(z1|z2,x) does. (a) With q the true posterior, the ELBO (computed exactly from the
     moments of q) equals log p(x) to 1e-9; with a perturbed q it is strictly smaller. (b) The
     KL form (4.4), with its inner expectation over z2 done exactly, equals the exact ELBO to 1e-9.
-    (c) The Monte-Carlo average of the log-ratio in (4.3) agrees with it within 4 SE, and has zero
+    (c) The Monte-Carlo average of the log-ratio in (4.3) agrees with it within 5 SE, and has zero
     variance at the true posterior."""
     c = _two_layer_chain()
     A, B, v1, v0, x, d2, d1, D = (c[k] for k in ("A", "B", "v1", "v0", "x", "d2", "d1", "D"))
@@ -731,7 +772,7 @@ def test_two_layer_elbo():
         return log_p - log_q  # the integrand of (4.3)
 
     t = mc_terms(*q)
-    assert abs(t.mean() - elbo) < 4 * t.std() / math.sqrt(len(t))
+    assert abs(t.mean() - elbo) < Z * t.std() / math.sqrt(len(t))
     t = mc_terms(*post)
     assert t.std() < 1e-9 and t.mean() == pytest.approx(log_px, abs=1e-9)
 

@@ -423,19 +423,29 @@ def _spectral_norm_power(W, iters=200, seed=0):
     return u @ W @ v
 
 
-def test_spectral_normalisation_power_iteration():
-    """(6.10) power iteration estimates ||W||_2, and kappa W / sigma_hat has spectral norm kappa."""
+def _spectral_normalise(W, kappa):
+    """(6.10): rescale W to spectral norm kappa when its estimated norm exceeds kappa, else keep it."""
+    sigma_hat = _spectral_norm_power(W)
+    return kappa * W / sigma_hat if kappa / sigma_hat < 1 else W
+
+
+def test_spectral_normalisation_both_branches():
+    """(6.10) power iteration estimates ||W||_2; a matrix with norm above kappa is rescaled to norm
+    kappa (the clipping branch), and one already below kappa is returned unchanged."""
     g = torch.Generator().manual_seed(0)
     W = torch.randn(7, 5, dtype=DT, generator=g)
-    sigma = _spectral_norm_power(W)
-    _assert_close(sigma, torch.linalg.matrix_norm(W, ord=2), rtol=1e-10, atol=0)
+    exact = torch.linalg.matrix_norm(W, ord=2)
+    _assert_close(_spectral_norm_power(W), exact, rtol=1e-10, atol=0)
     kappa = 0.9
-    _assert_close(
-        torch.linalg.matrix_norm(kappa * W / sigma, ord=2),
-        torch.tensor(kappa, dtype=DT),
-        rtol=1e-10,
-        atol=0,
-    )
+    assert exact > kappa  # a standard normal 7x5 matrix has norm near sqrt(7) + sqrt(5)
+    clipped = _spectral_normalise(W, kappa)
+    _assert_close(torch.linalg.matrix_norm(clipped, ord=2), torch.tensor(kappa, dtype=DT), rtol=1e-10)
+    small = 0.5 * kappa * W / exact  # norm 0.45 < kappa: the "otherwise" branch
+    assert _spectral_normalise(small, kappa) is small
+    # a matrix whose norm sits just above kappa is still clipped, to kappa exactly
+    near = 1.01 * kappa * W / exact
+    _assert_close(torch.linalg.matrix_norm(_spectral_normalise(near, kappa), ord=2),
+                  torch.tensor(kappa, dtype=DT), rtol=1e-10)
 
 
 def _iresnet_block(D=5, kappa=0.7, seed=0):
@@ -595,7 +605,7 @@ def test_posterior_matches_gaussian_conditioning():
     D = 3
     for betas in (linear_betas(), cosine_betas()[0]):
         ab = alpha_bar_from_betas(betas)
-        for t in (1, 2, 50, 500, 999):
+        for t in (1, 2, 50, 500, 999, 1000):
             x0, xt = rng.normal(size=D), rng.normal(size=D)
             a, alpha = math.sqrt(1 - ab[t - 1]), 1 - betas[t - 1]
             I, O = np.eye(D), np.zeros((D, D))
@@ -609,7 +619,9 @@ def test_posterior_matches_gaussian_conditioning():
 
 def test_vlb_decomposition():
     """(7.5) E_q[-log p(x_{0:T}) / q(x_{1:T}|x_0)] = L_T + sum_{t>=2} L_{t-1} + L_0, on a 1-D
-    linear-Gaussian model where each term has a closed form; Monte Carlo over 400k trajectories."""
+    linear-Gaussian model where each term has a closed form; Monte Carlo over 400k trajectories.
+    Negative controls: the same sum with beta_t in place of beta_tilde_t in the KLs, or without
+    L_T, is more than Z standard errors away from the Monte Carlo value."""
     rng = np.random.default_rng(2)
     betas = np.array([0.1, 0.2, 0.3, 0.5])
     T, ab = len(betas), alpha_bar_from_betas(betas)
@@ -631,6 +643,7 @@ def test_vlb_decomposition():
             xs[t], np.sqrt(1 - betas[t - 1]) * xs[t - 1], np.sqrt(betas[t - 1])
         )
     integrand = logq - logp
+    se = integrand.std() / math.sqrt(n)
 
     # closed forms: every term is an expectation of a quadratic under q(x_t | x_0) = N(m_t, v_t)
     def kl(m1, v1, m2, v2):
@@ -638,22 +651,26 @@ def test_vlb_decomposition():
 
     m = lambda t: np.sqrt(ab[t]) * x0
     v = lambda t: 1 - ab[t]
-    L_T = kl(m(T), v(T), 0.0, 1.0)
-    total = L_T
-    for t in range(2, T + 1):
-        c0, ct = (
-            np.sqrt(ab[t - 1]) * betas[t - 1] / v(t),
-            np.sqrt(1 - betas[t - 1]) * v(t - 1) / v(t),
-        )
-        bt = v(t - 1) * betas[t - 1] / v(t)
-        # mu_tilde - mu_theta = (c0 x0 - b) + (ct - a) x_t, with x_t ~ N(m_t, v_t)
-        off, slope = c0 * x0 - b[t - 1], ct - a[t - 1]
-        sq = (off + slope * m(t)) ** 2 + slope**2 * v(t)
-        total += 0.5 * (np.log(sig[t - 1] ** 2 / bt) + (bt + sq) / sig[t - 1] ** 2 - 1)
-    # L_0 = E[-log N(x0; a_1 x_1 + b_1, sig_1^2)]
-    sq0 = (x0 - b[0] - a[0] * m(1)) ** 2 + a[0] ** 2 * v(1)
-    total += 0.5 * np.log(2 * np.pi * sig[0] ** 2) + sq0 / (2 * sig[0] ** 2)
-    _assert_mc(integrand.mean(), total, integrand.std() / math.sqrt(n), "L_vlb")
+
+    def closed_form(posterior_variance="tilde", with_L_T=True):
+        total = kl(m(T), v(T), 0.0, 1.0) if with_L_T else 0.0
+        for t in range(2, T + 1):
+            c0, ct = (
+                np.sqrt(ab[t - 1]) * betas[t - 1] / v(t),
+                np.sqrt(1 - betas[t - 1]) * v(t - 1) / v(t),
+            )
+            bt = v(t - 1) * betas[t - 1] / v(t) if posterior_variance == "tilde" else betas[t - 1]
+            # mu_tilde - mu_theta = (c0 x0 - b) + (ct - a) x_t, with x_t ~ N(m_t, v_t)
+            off, slope = c0 * x0 - b[t - 1], ct - a[t - 1]
+            sq = (off + slope * m(t)) ** 2 + slope**2 * v(t)
+            total += 0.5 * (np.log(sig[t - 1] ** 2 / bt) + (bt + sq) / sig[t - 1] ** 2 - 1)
+        # L_0 = E[-log N(x0; a_1 x_1 + b_1, sig_1^2)]
+        sq0 = (x0 - b[0] - a[0] * m(1)) ** 2 + a[0] ** 2 * v(1)
+        return total + 0.5 * np.log(2 * np.pi * sig[0] ** 2) + sq0 / (2 * sig[0] ** 2)
+
+    _assert_mc(integrand.mean(), closed_form(), se, "L_vlb")
+    for wrong in (closed_form(posterior_variance="beta"), closed_form(with_L_T=False)):
+        assert abs(integrand.mean() - wrong) > Z * se, (integrand.mean(), wrong, se)
 
 
 def test_equal_variance_gaussian_kl():
@@ -1054,7 +1071,9 @@ def test_gaussian_tilt_sharpens():
 def test_guidance_is_not_noised_tilt():
     """(8.12) guiding at every t tilts the noised densities, which is not the noised version of
     the tilted clean density: in the Gaussian case of (8.11) the variances agree for w in {0, 1}
-    only."""
+    only. Stronger: the initial variance implied by the guided variance at step t,
+    (v_w(t) - (1 - alpha_bar_t)) / alpha_bar_t, is constant in t for w in {0, 1} (any single
+    diffusion) and not for w = 3 (the values quoted in lecture 8)."""
     tau, s = 2.0, 0.8  # the variances do not depend on the means
     ab = 0.3
     for w, should_match in ((0.0, True), (1.0, True), (3.0, False)):
@@ -1063,6 +1082,16 @@ def test_guidance_is_not_noised_tilt():
         st2, tt2 = ab * s**2 + 1 - ab, ab * tau**2 + 1 - ab
         tilt_noised = 1 / (w / st2 + (1 - w) / tt2)
         assert (abs(noised_tilt - tilt_noised) < 1e-12) == should_match, w
+
+    abs_ = np.array([1.0, 0.7, 0.3, 0.05])
+
+    def implied_initial_variance(w):
+        st2, tt2 = abs_ * s**2 + 1 - abs_, abs_ * tau**2 + 1 - abs_
+        return (1 / (w / st2 + (1 - w) / tt2) - (1 - abs_)) / abs_
+
+    np.testing.assert_allclose(implied_initial_variance(0.0), tau**2, rtol=1e-12)
+    np.testing.assert_allclose(implied_initial_variance(1.0), s**2, rtol=1e-12)
+    np.testing.assert_allclose(implied_initial_variance(3.0), [0.2388, -0.0041, -0.8907, -3.8008], atol=1e-4)
 
 
 def test_mixture_guidance_sharpens_figure_example():

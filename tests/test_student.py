@@ -163,19 +163,49 @@ def test_solution_notebooks_are_found_by_glob():
     assert student.solution_notebooks() == SOLUTIONS
 
 
-def test_an_edition_that_was_run_is_not_overwritten(tmp_path):
+def _edition_of(tmp_path, body="x = 1"):
     src = tmp_path / "psets" / "p.ipynb"
-    src.parent.mkdir()
-    nbformat.write(_nb(new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")), src)
+    src.parent.mkdir(exist_ok=True)
+    nbformat.write(_nb(new_code_cell(f"### BEGIN SOLUTION\n{body}\n### END SOLUTION")), src)
     target, _ = student.generate(src, tmp_path / "student")
+    return src, target
+
+
+def test_an_unchanged_edition_is_regenerated(tmp_path):
+    src, target = _edition_of(tmp_path)
     assert student.generate(src, tmp_path / "student")[0] == target  # same bytes: fine
+    # the solution changed, the edition was never touched: it is replaced by the new one
+    nbformat.write(_nb(new_code_cell("# new intro\n### BEGIN SOLUTION\nx = 2\n### END SOLUTION")), src)
+    student.generate(src, tmp_path / "student")
+    assert "# new intro" in target.read_text()
+
+
+@pytest.mark.parametrize("ran", [True, False], ids=["edited-with-outputs", "edited-without-outputs"])
+def test_an_edited_edition_is_never_overwritten(tmp_path, ran):
+    src, target = _edition_of(tmp_path)
     worked = nbformat.read(target, as_version=4)
-    worked.cells[0].source, worked.cells[0].execution_count = "x = 2", 1
+    worked.cells[0].source = "x = 2  # my answer"
+    if ran:
+        worked.cells[0].execution_count = 1
+        worked.cells[0].outputs = [new_output("stream", name="stdout", text="2\n")]
     nbformat.write(worked, target)
-    with pytest.raises(ValueError, match="has been run .* pass --force"):
+    before = target.read_bytes()
+    with pytest.raises(ValueError, match=r"p\.ipynb differs from the edition .* pass --force"):
         student.generate(src, tmp_path / "student")
+    assert target.read_bytes() == before  # nothing written
+    assert student.main([str(src), "--out", str(tmp_path / "student")]) == 1
+    assert target.read_bytes() == before
     student.generate(src, tmp_path / "student", force=True)
     assert "raise NotImplementedError()" in target.read_text()
+
+
+def test_a_file_not_written_by_the_script_is_not_overwritten(tmp_path):
+    src, target = _edition_of(tmp_path)
+    nb = nbformat.read(target, as_version=4)
+    del nb.metadata["dgm"]["fingerprint"]  # e.g. someone's own notebook saved under that name
+    nbformat.write(nb, target)
+    with pytest.raises(ValueError, match="differs from the edition"):
+        student.generate(src, tmp_path / "student")
 
 
 def test_solution_notebook_passes_every_check(solution, solution_run):
@@ -213,7 +243,13 @@ def test_edition_holds_no_solution(solution, edition):
         # a line of a solution region may appear only if the solution has it outside regions too
         leaked = (lines & inside) - outside
         assert not leaked, f"cell {n} of the edition holds solution lines: {sorted(leaked)}"
-    assert ed.metadata["dgm"] == {"edition": "student", "source": name}
+    assert ed.metadata["dgm"] == {
+        "edition": "student", "source": name, "fingerprint": student.fingerprint(ed)
+    }
+    # the header speaks to a student, who has neither the solutions nor the committed outputs
+    header = next(c.source for c in ed.cells if c.cell_type == "markdown").lower()
+    for phrase in ("solution edition", "outputs below", "committed outputs"):
+        assert phrase not in header, f"the student edition's header mentions {phrase!r}"
     counts = student.count_regions(nb, name)
     code = "\n".join(c.source for c in ed.cells if c.cell_type == "code")
     assert code.count(student.CODE_PLACEHOLDER[1]) >= counts["code solutions"]
@@ -318,7 +354,8 @@ def test_code_regions_keep_the_indentation_of_their_markers():
     assert "self.w" not in src and "BEGIN" not in src
     ast.parse(src)  # still valid Python
     assert ed.cells[0].outputs == [] and ed.cells[0].execution_count is None
-    assert ed.metadata["dgm"] == {"edition": "student", "source": "demo.ipynb"}
+    assert ed.metadata["dgm"]["edition"] == "student"
+    assert ed.metadata["dgm"]["source"] == "demo.ipynb"
     assert nb.cells[0].source == METHOD and nb.cells[0].outputs  # the input is left alone
     assert student.restore(ed, nb).cells[0].source == METHOD
 
@@ -498,7 +535,7 @@ def test_report_names_upstream_errors_and_unfinished_solutions():
     assert "1 of 4 checks passed, 3 failed." in table and "cell 10: ValueError: empty" in table
 
 
-def test_report_fails_a_check_after_an_upstream_error_and_checks_not_run():
+def test_report_grades_a_check_on_its_own_despite_an_earlier_error_and_checks_not_run():
     nb = _nb(
         _ran("setup()", 1, _error("RuntimeError", "no data", (1, 1, None))),
         _ran("# Check 1\nassert True", 2),
@@ -507,9 +544,9 @@ def test_report_fails_a_check_after_an_upstream_error_and_checks_not_run():
     )
     report = grade.summarize(nb, aborted="DeadKernelError: Kernel died")
     rows = report["checks"]
-    assert not rows[0]["passed"]
+    assert rows[0]["passed"]  # its own assertions passed: an earlier error only explains
     assert rows[0]["message"] == (
-        "cell 1 raised RuntimeError: no data; this check's own assertions passed"
+        "(cell 1 raised RuntimeError: no data; this check does not depend on it)"
     )
     assert not rows[1]["passed"]
     assert rows[1]["message"] == (
@@ -535,6 +572,7 @@ def test_grader_reports_instead_of_raising_when_the_kernel_dies(tmp_path):
     nbformat.write(nb, path)
     run = _grade_cli(path, tmp_path)
     assert run["rc"] == 1 and "Traceback" not in run["stderr"], run["stderr"][-3000:]
+    assert "without encryption" not in run["stderr"], "kernels must not run over plain TCP"
     rows = run["report"]["checks"]
     assert [r["passed"] for r in rows] == [True, False, False, False, False]
     assert rows[1]["message"].startswith(
@@ -544,3 +582,98 @@ def test_grader_reports_instead_of_raising_when_the_kernel_dies(tmp_path):
     assert rows[3]["message"].startswith("DeadKernelError")  # the check that killed the kernel
     assert rows[4]["message"].startswith("not run: execution stopped at cell 6 (DeadKernelError")
     assert "1 of 5 checks passed, 4 failed." in run["stdout"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Each problem graded on its own, and no solution passes by calling the reference
+# ------------------------------------------------------------------------------------------------
+
+
+def _problems(nb, name: str) -> dict[int, set[int]]:
+    """Cell number of each check whose problem has code to write -> the 0-based indices of the
+    cells of its problem (after the previous check, up to this one) that hold code solutions."""
+    problems, start = {}, 0
+    regions = student.all_regions(nb, name)
+    for i, cell in enumerate(nb.cells):
+        if grade.is_check(cell):
+            code = {
+                j
+                for j in range(start, i + 1)
+                if nb.cells[j].cell_type == "code"
+                and any(r.kind == student.SOLUTION for r in regions[j])
+            }
+            if code:
+                problems[i + 1] = code
+            start = i + 1
+    return problems
+
+
+def _variants() -> list:
+    """(notebook, check cell, 'only-solved' | 'only-unsolved') for every problem of every
+    notebook; a notebook that cannot be parsed gives one case that fails with the reason."""
+    cases = []
+    for path in SOLUTIONS:
+        try:
+            problems = _problems(student.read(path), _id(path))
+        except ValueError:
+            problems = {0: set()}
+        cases += [
+            pytest.param(path, cell, mode, id=f"{_id(path)}-cell{cell}-{mode}")
+            for cell in problems
+            for mode in ("only-solved", "only-unsolved")
+        ]
+    return cases
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path, cell, mode", _variants())
+def test_each_problem_is_graded_on_its_own(path, cell, mode, tmp_path):
+    """An edition in which only this problem is solved passes exactly its check; one in which only
+    this problem is unsolved fails exactly its check (checks without code of their own pass)."""
+    name = _id(path)
+    nb = student.read(path)
+    problems = _problems(nb, name)
+    mine = problems[cell]
+    keep = mine if mode == "only-solved" else set(range(len(nb.cells))) - mine
+    variant = tmp_path / path.name
+    variant.write_text(student.dumps(student.make_student(nb, name, frozenset(keep))))
+    run = _grade_cli(variant, tmp_path)
+    assert run["report"] is not None, run["stderr"][-3000:]
+    failed = {r["cell"] for r in run["report"]["checks"] if not r["passed"]}
+    expected = set(problems) - {cell} if mode == "only-solved" else {cell}
+    rows = "\n".join(
+        f"cell {r['cell']}: {'pass' if r['passed'] else 'FAIL'} {r['message'][:300]}"
+        for r in run["report"]["checks"]
+    )
+    assert failed == expected, f"{name}, {mode} (problem at cell {cell}):\n{rows}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SOLUTIONS, ids=_id)
+def test_forwarding_to_the_reference_never_passes(path, tmp_path, monkeypatch):
+    """With DGM_GRADING_CHEAT=1 every check runs the course's reference in place of the student's
+    functions, as a solution that only calls the reference would: each problem's check must then
+    fail with ReferenceUsed."""
+    problems = _problems(student.read(path), _id(path))
+    monkeypatch.setenv("DGM_GRADING_CHEAT", "1")
+    run = _grade_cli(path, tmp_path)
+    assert run["report"] is not None, run["stderr"][-3000:]
+    rows = {r["cell"]: r for r in run["report"]["checks"]}
+    for cell in problems:
+        assert not rows[cell]["passed"] and "ReferenceUsed" in rows[cell]["message"], rows[cell]
+
+
+def test_report_shows_fall_back_notes_under_the_check_they_precede():
+    note = "[grading] problem 1 (my_f) has not passed its check: the cells below use the reference"
+    nb = _nb(
+        _ran("def my_f(x):\n    raise NotImplementedError()", 1),
+        _ran("# Check 1\nwith grading.check(1, {'my_f': f}):\n    my_f(1)", 2,
+             _error("NotImplementedError", "", (2, 3, None), (1, 2, "my_f"))),
+        _ran("f_ = grading.use('my_f')", 3, new_output("stream", name="stdout", text=note + "\nother\n")),
+        _ran("# Check 2\nassert f_(2) == 4", 4),
+    )
+    report = grade.summarize(nb)
+    rows = report["checks"]
+    assert [r["passed"] for r in rows] == [False, True]  # problem 2 is graded on its own
+    assert rows[0]["notes"] == [] and rows[1]["notes"] == [note]
+    assert "note: problem 1 (my_f) has not passed its check" in grade.format_report(report)

@@ -21,6 +21,8 @@ from typing import Callable
 
 import torch
 
+from . import grading
+
 SCHEDULES = ("linear", "cosine")
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # ε_θ(x_t (B,C,H,W), t (B,))
 
@@ -166,6 +168,7 @@ def q_step(x_prev: torch.Tensor, t, schedule: NoiseSchedule,
             + extract(schedule.beta, t, x_prev.ndim).sqrt() * noise)  # + √β_t ε
 
 
+@grading.reference
 def q_sample(x0: torch.Tensor, t, schedule: NoiseSchedule,
              noise: torch.Tensor | None = None) -> torch.Tensor:
     """Draw x_t ~ q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) in one go (Ho et al. eq. 4).
@@ -185,6 +188,7 @@ def q_sample(x0: torch.Tensor, t, schedule: NoiseSchedule,
 
 # ----------------------------------------------------------------------------- posterior
 
+@grading.reference
 def posterior_coefficients(schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor,
                                                                 torch.Tensor]:
     """Coefficients of q(x_{t−1} | x_t, x_0) = N(c₀ x_0 + c_t x_t, β̃_t I) for t = 1..T.
@@ -202,6 +206,7 @@ def posterior_coefficients(schedule: NoiseSchedule) -> tuple[torch.Tensor, torch
     return torch.cat([pad, coef_x0]), torch.cat([pad, coef_xt]), torch.cat([pad, var])
 
 
+@grading.reference
 def q_posterior_mean_variance(x0: torch.Tensor, xt: torch.Tensor, t,
                               schedule: NoiseSchedule) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (B, C, H, W) and variance (B, 1, 1, 1) of q(x_{t−1} | x_t, x_0), t ∈ 1..T."""
@@ -232,6 +237,7 @@ def eps_from_x0(xt: torch.Tensor, t: torch.Tensor, x0: torch.Tensor,
 
 # ----------------------------------------------------------------------------- training
 
+@grading.reference
 def training_loss(model: EpsModel, x0: torch.Tensor, schedule: NoiseSchedule,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """L_simple (Ho et al. eq. 14): E_{t, x_0, ε} ‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖².
@@ -274,6 +280,7 @@ def ema_of(model: torch.nn.Module, optimizer: torch.optim.Optimizer, decay: floa
 
 # ----------------------------------------------------------------------------- DDPM sampling
 
+@grading.reference
 def p_mean_variance(model: EpsModel, xt: torch.Tensor, t: torch.Tensor, schedule: NoiseSchedule,
                     clip_denoised: bool = True, variance: str = "posterior"):
     """Mean, variance and x̂_0 of p_θ(x_{t−1} | x_t) for an ε-predicting model.
@@ -294,21 +301,24 @@ def p_mean_variance(model: EpsModel, xt: torch.Tensor, t: torch.Tensor, schedule
     return mean, var, x0_hat
 
 
+@grading.reference
 @torch.no_grad()
 def p_sample(model: EpsModel, xt: torch.Tensor, t, schedule: NoiseSchedule,
              generator: torch.Generator | None = None, clip_denoised: bool = True,
-             variance: str = "posterior") -> torch.Tensor:
+             variance: str = "posterior", return_x0: bool = False):
     """One ancestral step: x_{t−1} = μ_θ(x_t, t) + σ_t z, z ~ N(0, I) (no noise at t = 1).
 
-    xt (B, C, H, W); t an int or (B,) steps in 1..T. Returns x_{t−1} (B, C, H, W).
+    xt (B, C, H, W); t an int or (B,) steps in 1..T. Returns x_{t−1} (B, C, H, W), and with
+    ``return_x0`` the pair (x_{t−1}, x̂_0) where x̂_0 is the (clipped) estimate the mean used.
     """
     _check_x(xt, "xt")
     t = _steps(t, xt)
     _check_steps(t, xt, schedule.T, lowest=1)
-    mean, var, _ = p_mean_variance(model, xt, t, schedule, clip_denoised, variance)
+    mean, var, x0_hat = p_mean_variance(model, xt, t, schedule, clip_denoised, variance)
     z = _randn(xt.shape, generator, xt.device)
     nonzero = (t > 1).to(xt.dtype).reshape(-1, *([1] * (xt.ndim - 1)))  # t = 1 returns the mean
-    return mean + nonzero * var.sqrt() * z
+    x_prev = mean + nonzero * var.sqrt() * z
+    return (x_prev, x0_hat) if return_x0 else x_prev
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -318,23 +328,30 @@ def _check_shape(shape) -> tuple[int, ...]:
     return tuple(shape)
 
 
+@grading.reference
 @torch.no_grad()
 def p_sample_loop(model: EpsModel, shape, schedule: NoiseSchedule, device=None,
                   generator: torch.Generator | None = None, x_T: torch.Tensor | None = None,
                   clip_denoised: bool = True, variance: str = "posterior",
-                  keep: int = 0) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
+                  keep: int = 0, callback=None
+                  ) -> torch.Tensor | tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """DDPM sampling (Ho et al. algorithm 2): x_T ~ N(0, I), then p_sample for t = T..1.
 
     shape (B, C, H, W); x_T a given start (else drawn). Returns x_0 (B, C, H, W); with
     ``keep`` > 0 also a dict {t: x_t} at ``keep`` evenly spaced steps (on the CPU), T and 0
-    included, for drawing the reverse trajectory.
+    included, for drawing the reverse trajectory. ``callback(t, x_t, x0_hat)``, if given, is
+    called before each step t = T..1 is taken, with the x̂_0 that step estimates.
     """
     shape = _check_shape(shape)
     x = _randn(shape, generator, device) if x_T is None else x_T
     keep_at = set(torch.linspace(0, schedule.T, keep).round().long().tolist()) if keep else set()
     trajectory = {schedule.T: x.cpu()} if schedule.T in keep_at else {}
     for t in range(schedule.T, 0, -1):
-        x = p_sample(model, x, t, schedule, generator, clip_denoised, variance)
+        x_prev, x0_hat = p_sample(model, x, t, schedule, generator, clip_denoised, variance,
+                                  return_x0=True)
+        if callback is not None:
+            callback(t, x, x0_hat)
+        x = x_prev
         if t - 1 in keep_at:
             trajectory[t - 1] = x.cpu()
     return (x, trajectory) if keep else x
@@ -342,6 +359,7 @@ def p_sample_loop(model: EpsModel, shape, schedule: NoiseSchedule, device=None,
 
 # ----------------------------------------------------------------------------- DDIM sampling
 
+@grading.reference
 def ddim_timesteps(T: int, S: int) -> list[int]:
     """S steps τ_S > … > τ_1 of 1..T, evenly spaced and ending at T (Song et al. 2021, §4.2)."""
     T = _check_T(T)
@@ -351,6 +369,7 @@ def ddim_timesteps(T: int, S: int) -> list[int]:
     return [round(i * T / S) for i in range(S, 0, -1)]  # τ_i = round(i · T / S)
 
 
+@grading.reference
 def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor,
               schedule: NoiseSchedule, eta: float = 0.0, noise: torch.Tensor | None = None,
               clip_denoised: bool = True) -> torch.Tensor:
@@ -374,15 +393,18 @@ def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, t_prev: torc
     return x_prev
 
 
+@grading.reference
 @torch.no_grad()
 def ddim_sample_loop(model: EpsModel, shape, schedule: NoiseSchedule, S: int, eta: float = 0.0,
                      device=None, generator: torch.Generator | None = None,
                      x_T: torch.Tensor | None = None, clip_denoised: bool = True,
-                     keep: bool = False):
+                     keep: bool = False, callback=None):
     """DDIM sampling with S ≪ T network calls: x_T ~ N(0, I), then ddim_step along τ.
 
     The last step goes to t' = 0, where ᾱ_0 = 1, so it returns x̂_0. Returns x_0 (B, C, H, W);
     with ``keep`` also the dict {τ_i: x_{τ_i}} of every visited step (on the CPU).
+    ``callback(t, x_t, x0_hat)``, if given, is called at each visited step t = τ_S..τ_1 with the
+    (clipped) x̂_0 of that step.
     """
     shape = _check_shape(shape)
     x = _randn(shape, generator, device) if x_T is None else x_T
@@ -392,7 +414,11 @@ def ddim_sample_loop(model: EpsModel, shape, schedule: NoiseSchedule, S: int, et
         tt = torch.full((shape[0],), t, dtype=torch.long, device=x.device)
         tp = torch.full_like(tt, t_prev)
         z = _randn(shape, generator, x.device) if eta > 0 else None
-        x = ddim_step(model(x, tt), x, tt, tp, schedule, eta, z, clip_denoised)
+        eps = model(x, tt)
+        if callback is not None:
+            x0_hat = predict_x0_from_eps(x, tt, eps, schedule)
+            callback(t, x, x0_hat.clamp(-1, 1) if clip_denoised else x0_hat)
+        x = ddim_step(eps, x, tt, tp, schedule, eta, z, clip_denoised)
         if keep:
             trajectory[t_prev] = x.cpu()
     return (x, trajectory) if keep else x
@@ -419,6 +445,7 @@ def _check_probability(p, name: str) -> float:
     return float(p)
 
 
+@grading.reference
 def drop_labels(y: torch.Tensor, p_uncond: float, null_class: int,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Replace each label of y (B,) by ``null_class`` independently with probability p_uncond.
@@ -443,6 +470,7 @@ def _null_class(model) -> int:
     return cfg.num_classes
 
 
+@grading.reference
 def conditional_training_loss(model, x0: torch.Tensor, y: torch.Tensor, schedule: NoiseSchedule,
                               p_uncond: float = 0.1, null_class: int | None = None,
                               generator: torch.Generator | None = None) -> torch.Tensor:
@@ -465,6 +493,7 @@ def _check_w(w) -> float:
     return float(w)
 
 
+@grading.reference
 def guided_eps(eps_cond: torch.Tensor, eps_uncond: torch.Tensor, w: float) -> torch.Tensor:
     """ε̃ = ε_uncond + w (ε_cond − ε_uncond) (eq. 8.6).
 
@@ -507,6 +536,7 @@ class Guided:
 
 
 @torch.no_grad()
+@grading.reference
 def guided_sample(model, y: torch.Tensor, w: float, schedule: NoiseSchedule, S: int | None = None,
                   generator: torch.Generator | None = None, batch_size: int = 500,
                   image_shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:

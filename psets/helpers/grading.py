@@ -45,6 +45,7 @@ class _Problem:
     fallbacks: dict  # student's name -> the reference used when the check did not pass
     namespace: dict  # the notebook's globals, where the student's names live
     passed: bool | None = None  # None: the check has not finished
+    forbidden: frozenset = frozenset()  # the references the student's functions may not call
     announced: set = field(default_factory=set)
 
 
@@ -137,6 +138,7 @@ class check:  # noqa: N801 (used as `with grading.check(...)`, like a function)
             getattr(fn, "reference_name", None) or (_qualname(fn) if callable(fn) else str(fn))
             for fn in forbid
         )
+        self.problem.forbidden = self.names
         self._undo, self._saved = [], {}
 
     def __enter__(self):
@@ -186,7 +188,9 @@ def use(name: str):
     ref = problem.fallbacks[name]
     if name not in problem.announced:
         problem.announced.add(name)
-        shown = getattr(ref, "reference_name", getattr(ref, "__qualname__", repr(ref)))
+        shown = getattr(ref, "reference_name", None) or (
+            ", ".join(sorted(problem.forbidden)) if getattr(ref, "__name__", "") == "<lambda>"
+            else getattr(ref, "__qualname__", repr(ref)))
         print(
             f"{NOTE} problem {problem.number} ({name}) has not passed its check: the cells below "
             f"use the course's reference ({shown.removeprefix('helpers.')}) instead, so that the "
