@@ -138,7 +138,7 @@ def test_a_trickling_download_is_stopped_by_the_total_budget(mnist_dir, monkeypa
     try:
         monkeypatch.setattr(datasets.MNIST, "mirrors", [server.url])
         start = time.monotonic()
-        with pytest.raises(TimeoutError, match="budget of 1.5 s"):
+        with pytest.raises(data.DownloadBudgetSpent, match="budget of 1.5 s"):
             data.load_mnist("test", source="download")  # download: no fallback, the error
         assert 1.5 <= time.monotonic() - start < 1.5 + 0.5 + SLACK_S
         assert _fallback_time(monkeypatch, server.url) < 1.5 + 0.5 + SLACK_S  # auto: the fallback
@@ -169,7 +169,8 @@ def _idx_bytes(array: np.ndarray, tmp: Path) -> bytes:
 
 
 def test_download_through_the_mirrors_checks_md5_and_unpacks(mnist_dir, monkeypatch, tmp_path):
-    """The bounded downloader on a working mirror: a bad mirror first, then a good one."""
+    """The bounded downloader: a silent mirror (read timeout) and one serving the wrong bytes
+    (MD5) are passed over for the good one."""
     blobs, resources = {}, []
     for split, names in data.IDX_FILES.items():
         for name, array in zip(names, data.offline_uint8(split)):
@@ -177,8 +178,9 @@ def test_download_through_the_mirrors_checks_md5_and_unpacks(mnist_dir, monkeypa
             resources.append((name + ".gz", hashlib.md5(blobs[name + ".gz"]).hexdigest()))
     httpd, url = _serve_files(blobs)
     broken, broken_url = _serve_files({k: b"<html>not the file</html>" for k in blobs})
+    silent = _Server(_silent)
     try:
-        monkeypatch.setattr(datasets.MNIST, "mirrors", [broken_url, url])
+        monkeypatch.setattr(datasets.MNIST, "mirrors", [silent.url, broken_url, url])
         monkeypatch.setattr(datasets.MNIST, "resources", resources)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no fallback, no warning
@@ -196,6 +198,7 @@ def test_download_through_the_mirrors_checks_md5_and_unpacks(mnist_dir, monkeypa
     finally:
         httpd.shutdown()
         broken.shutdown()
+        silent.close()
 
 
 def test_image_and_label_files_of_different_lengths_are_rejected(mnist_dir):

@@ -53,6 +53,11 @@ class MNISTFileError(ValueError):
     """A raw MNIST file is corrupt or truncated."""
 
 
+class DownloadBudgetSpent(TimeoutError):
+    """The whole download took longer than DOWNLOAD_BUDGET_S (one slow read is a plain
+    TimeoutError, after which the next mirror is tried)."""
+
+
 def data_dir() -> Path:
     """Where data lives: ``$DGM_DATA_DIR`` or ``data/`` at the repository root."""
     return Path(os.environ.get("DGM_DATA_DIR") or REPO_ROOT / "data")
@@ -116,8 +121,8 @@ def _download_mnist(raw: Path, mirrors, resources) -> None:
     """Fetch the raw files missing from ``raw``, trying each of torchvision's mirrors in turn.
 
     Done here rather than by torchvision, whose download has no timeout. Each file's MD5 is
-    checked before it is unpacked (atomically) into ``raw``. Raises ``OSError`` (a
-    ``TimeoutError`` once ``DOWNLOAD_BUDGET_S`` is spent) when a file cannot be fetched.
+    checked before it is unpacked (atomically) into ``raw``. Raises ``OSError`` when no mirror
+    gives a file, ``DownloadBudgetSpent`` once ``DOWNLOAD_BUDGET_S`` is spent.
     """
     from .train import atomic_write  # train imports this module
 
@@ -128,7 +133,7 @@ def _download_mnist(raw: Path, mirrors, resources) -> None:
         for mirror in mirrors:
             try:
                 blob = _fetch(f"{mirror}{name}", deadline)
-            except TimeoutError:
+            except DownloadBudgetSpent:
                 raise
             except OSError as err:  # URLError, refused, reset, a read that timed out, ...
                 errors.append(f"{mirror}: {type(err).__name__}: {err}")
@@ -149,8 +154,8 @@ def _fetch(url: str, deadline: float) -> bytes:
     def left() -> float:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(f"the MNIST download took longer than its budget of "
-                               f"{DOWNLOAD_BUDGET_S:g} s (while reading {url})")
+            raise DownloadBudgetSpent(f"the MNIST download took longer than its budget of "
+                                      f"{DOWNLOAD_BUDGET_S:g} s (while reading {url})")
         return min(NETWORK_TIMEOUT_S, remaining)
 
     request = urllib.request.Request(url, headers={"User-Agent": "dgm-course"})
