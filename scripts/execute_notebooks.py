@@ -4,8 +4,9 @@
 
 The profile comes from DGM_PROFILE (default: full on CUDA, standard otherwise). The kernel runs
 in the notebook's folder with psets/ on its PYTHONPATH, so a notebook elsewhere (a student
-edition in student/) imports the helpers too. Progress bars are switched off, execution timestamps are not recorded, and this machine's paths and user name are
-scrubbed from the outputs, so that re-running changes only what the run itself changed.
+edition in student/) imports the helpers too. Progress bars are switched off, execution
+timestamps are not recorded, and this machine's paths and user name are scrubbed from the
+outputs, so that re-running changes only what the run itself changed.
 """
 
 from __future__ import annotations

@@ -233,7 +233,7 @@ def resolve_link(
 
 
 def code_page_uri(path: str, is_dir: bool) -> str:
-    """The site page of a repository file or folder: ``code/<path>.md``, ``code/<path>/index.md``."""
+    """The page of a repository file, ``code/<path>.md``, or folder, ``code/<path>/index.md``."""
     return f"{CODE_DIR}{path}/index.md" if is_dir else f"{CODE_DIR}{path}.md"
 
 
@@ -298,16 +298,17 @@ def render_code(path: str, text: str) -> str:
         lexer = TextLexer(stripnl=False)
     html = highlight(text, lexer, HtmlFormatter(linenos="table", linespans="L", wrapcode=True))
     html = re.sub(r'id="L-(\d+)"', _line_id, html)  # GitHub's form: #L12
-    return re.sub(
-        r'<span class="normal">(\d+)</span>', r'<span class="normal"><a href="#L\1">\1</a></span>', html
-    )
+    number = r'<span class="normal"><a href="#L\1">\1</a></span>'
+    return re.sub(r'<span class="normal">(\d+)</span>', number, html)
 
 
 def code_page(root: Path, path: str) -> str:
     """The Markdown of the page that shows the repository file or folder ``path``."""
     full = root / path
     if full.is_dir():
-        items = sorted(c.name for c in full.iterdir() if c.is_file() and showable(root, f"{path}/{c.name}"))
+        items = sorted(
+            c.name for c in full.iterdir() if c.is_file() and showable(root, f"{path}/{c.name}")
+        )
         listing = "\n".join(f"- [`{name}`]({quote(name)}.md)" for name in items) or "*(empty)*"
         return f"# `{path}/`\n\nFiles of the course repository in `{path}/`:\n\n{listing}\n"
     text = full.read_text(encoding="utf-8")

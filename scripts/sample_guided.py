@@ -7,7 +7,8 @@ CHECKPOINT is a file written by ``helpers.diffusion.save_model`` (problem set 08
 ``$DGM_DATA_DIR/checkpoints/pset3_guided_<profile>.pt``). Each row of the grid is one class; the
 guidance weight w follows the course's convention (w = 0 unconditional, w = 1 conditional, w > 1
 guided). A negative w is allowed: ε̃ = ε_uncond + w (ε_cond − ε_uncond) is defined for every real
-w, and w < 0 steers the samples away from the class (a diagnostic, not a way to draw it). Sampling is DDIM with ``--steps`` steps, or DDPM with all T steps with ``--ddpm``.
+w, and w < 0 steers the samples away from the class (a diagnostic, not a way to draw it).
+Sampling is DDIM with ``--steps`` steps, or DDPM with all T steps with ``--ddpm``.
 The work is done by ``helpers.diffusion.sample_grid``, the same function the notebook calls.
 """
 

@@ -394,7 +394,8 @@ def test_fit_rejects_a_batch_size_of_zero():
     model, data_ = _problem()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     for bad in (0, -1, 2.0, True):
-        with pytest.raises(ValueError, match=rf"batch_size must be a positive integer, got {bad!r}"):
+        with pytest.raises(ValueError, match=rf"batch_size must be a positive integer, got "
+                                             rf"{bad!r}"):
             train.fit(model, opt, _mse, data_, epochs=1, batch_size=bad, progress=False)
 
 
@@ -406,7 +407,8 @@ def test_resuming_with_another_optimizer_model_or_fewer_epochs_names_the_file(tm
     before = ckpt.read_bytes()
 
     model, _ = _problem()
-    with pytest.raises(ValueError, match=r"run.pt was written with optimizer SGD, but fit got Adam"):
+    with pytest.raises(ValueError, match=r"run.pt was written with optimizer SGD, but fit got "
+                                         r"Adam"):
         train.fit(model, torch.optim.Adam(model.parameters()), _mse, data_, epochs=4,
                   batch_size=16, checkpoint=ckpt, resume=True, progress=False)
     # A file written before the optimizer's class was recorded: caught by its hyper-parameters.

@@ -385,7 +385,9 @@ def test_code_pages_show_the_whole_file_with_line_anchors(site):
         assert 'class="highlight"' in html
 
 
-_PLACEHOLDER_HOST = re.compile(r"change-?me|placeholder|your[-_]?(fork|name|user|org)|^example\.", re.I)
+_PLACEHOLDER_HOST = re.compile(
+    r"change-?me|placeholder|your[-_]?(fork|name|user|org)|^example\.", re.IGNORECASE
+)
 
 
 def test_no_link_points_to_a_placeholder_host(site):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 import os
+import pickle
 import re
 import secrets
 import time
@@ -233,14 +233,14 @@ def _remove_stale_temporaries(path: Path) -> None:
 
 
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would end the process
         return True
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
-        return True  # someone else's process, or a platform that cannot tell: keep the file
+    except OSError:  # another user's process: alive
+        return True
     return True
 
 
