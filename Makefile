@@ -5,6 +5,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Extra flags for `make lab`, e.g. make lab ARGS="--port 8899 --no-browser". JupyterLab refuses
+# to start as root (Docker, cloud VMs) unless told: as root, --allow-root is added.
+ARGS   ?=
+USER_ID ?= $(shell id -u)
+LAB_FLAGS := $(if $(filter 0,$(USER_ID)),--allow-root)
+# mkdocs-material prints a banner about MkDocs 2.0 on every run; see the README (notes site).
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
 
 .PHONY: lab test serve site bench notebooks clean
 
@@ -15,16 +22,16 @@ $(STAMP): requirements.txt
 	touch $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab psets
+	$(BIN)/jupyter lab psets $(LAB_FLAGS) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 serve: $(STAMP)
-	$(BIN)/mkdocs serve
+	$(MKDOCS) serve
 
 site: $(STAMP)
-	$(BIN)/mkdocs build --strict
+	$(MKDOCS) build --strict
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_batching.py

@@ -2,9 +2,11 @@
 
     python scripts/execute_notebooks.py psets/00_setup_check.ipynb [more.ipynb ...]
 
-The profile comes from DGM_PROFILE (default: full on CUDA, standard otherwise). Progress bars are
-switched off, execution timestamps are not recorded, and this machine's paths and user name are
-scrubbed from the outputs, so that re-running changes only what the run itself changed.
+The profile comes from DGM_PROFILE (default: full on CUDA, standard otherwise). The kernel runs
+in the notebook's folder with psets/ on its PYTHONPATH, so a notebook elsewhere (a student
+edition in student/) imports the helpers too. Progress bars are switched off, execution
+timestamps are not recorded, and this machine's paths and user name are scrubbed from the
+outputs, so that re-running changes only what the run itself changed.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ def scrub(text: str) -> str:
 def execute(path: Path) -> float:
     nb = nbformat.read(path, as_version=4)
     os.environ["DGM_PROGRESS"] = "0"
+    # The kernel starts in the notebook's folder; `import helpers` must work from any folder.
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(ROOT / "psets") not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "psets"), *filter(None, paths)])
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     start = time.perf_counter()
     NotebookClient(nb, timeout=3600, kernel_name="python3", record_timing=False,

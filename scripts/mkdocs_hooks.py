@@ -8,14 +8,20 @@ page and the vendored MathJax. The hooks:
    allow-list (everything else, such as psets/helpers/, tests/, data/, .venv/, site/, stays out),
    and expand the ``"folder/"`` entries of ``nav`` into that folder's pages, so a new lecture or
    notebook appears without editing mkdocs.yml.
+   Every repository file (or folder) that a note or notebook links to but that is not itself
+   part of the site (``../tests/test_x.py``, ``../psets/helpers/data.py``) becomes a page under
+   ``code/``: the file syntax-highlighted with numbered lines whose ids are ``L1``, ``L2``, ...
+   (so ``data.py#L40`` lands on line 40), listed in the nav under "Code". The site needs no
+   repository host: every link works offline.
 2. ``on_page_markdown``: fill the home page's ``<!-- pages: folder -->`` lists, point the edit
-   link at the file's real place in the repository, and rewrite links to repository files that
-   are not part of the site (``../tests/test_x.py``, ``../psets/helpers/data.py``) into links to
-   the file in the repository (``repo_url`` + ``/blob/main/`` + path), so strict builds accept
-   them. Links to missing files are left alone for MkDocs to report.
+   link at the file's real place in the repository (only when ``repo_url`` is set), and rewrite
+   links to repository files outside the site into links to their ``code/`` pages. A file that
+   cannot be shown (binary, ignored) becomes a repository link when ``repo_url`` is set; links to
+   missing files are left alone for MkDocs to report.
 3. ``on_page_content``: on notebook pages, drop the scripts that mkdocs-jupyter would load from
    CDNs (MathJax 2, mermaid, widgets: the site's own MathJax typesets notebooks too), resolve
-   relative links the way Jupyter does, and add a download button for the ``.ipynb``.
+   relative links the way Jupyter does (links to code go to its ``code/`` page), and add a
+   download button for the ``.ipynb``.
 4. ``on_post_page``, ``on_post_template``: stop the theme from asking the GitHub API for star
    counts (a request to a third-party host on every first visit; the repository link stays).
 
@@ -47,6 +53,8 @@ EXCLUDED_DIRS = {"helpers", "__pycache__", ".ipynb_checkpoints"}
 PAGE_SUFFIXES = (".md", ".ipynb")
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+CODE_DIR = "code/"  # the pages that show repository files linked from the notes
+CODE_MAX_BYTES = 1_000_000  # larger files are not shown as pages
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,6 +188,27 @@ def pages_list(markdown: str, pages: list[str], root: Path) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
+def repo_target(
+    target: str, src_uri: str, is_site_file: Callable[[str], bool], root: Path
+) -> tuple[str, str] | None:
+    """``(path, suffix)`` when ``target``, a link written in the file at ``src_uri``, points to a
+    repository file or folder outside the site; ``None`` otherwise.
+
+    ``path`` is repository-relative, ``suffix`` the link's ``#fragment`` or ``?query`` (or "").
+    External (scheme, ``//host``), absolute and bare ``#anchor`` links, site files, paths
+    outside the repository and missing paths give ``None``.
+    """
+    if not target or target.startswith(("#", "/")) or _SCHEME.match(target):
+        return None
+    path, suffix = re.match(r"([^#?]*)(.*)", target, re.DOTALL).groups()
+    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(src_uri), unquote(path)))
+    if resolved.startswith("../") or resolved in (".", ".."):
+        return None
+    if is_site_file(resolved) or not (root / resolved).exists():
+        return None
+    return resolved, suffix
+
+
 def resolve_link(
     target: str,
     src_uri: str,
@@ -188,28 +217,123 @@ def resolve_link(
     blob_base: str,
     tree_base: str,
 ) -> str | None:
-    """Rewrite a relative link to a repository file outside the site; ``None`` means keep it.
+    """Rewrite a relative link to a repository file outside the site into a link to the file in
+    the repository (``blob_base + path``, a folder ``tree_base + path``, the ``#fragment`` or
+    ``?query`` kept); ``None`` means keep the link (see ``repo_target``)."""
+    hit = repo_target(target, src_uri, is_site_file, root)
+    if hit is None:
+        return None
+    resolved, suffix = hit
+    return (blob_base if (root / resolved).is_file() else tree_base) + quote(resolved) + suffix
 
-    ``target`` is the link as written in the file at ``src_uri`` (both relative to the
-    repository root). A target that is a site file, external (scheme, ``//host``), absolute,
-    a bare ``#anchor``, outside the repository or missing is kept, so that MkDocs resolves (or
-    reports) it. A repository file becomes ``blob_base + path``, a folder ``tree_base + path``;
-    a ``#fragment`` or ``?query`` is kept.
-    """
-    if not target or target.startswith(("#", "/")) or _SCHEME.match(target):
-        return None
-    path, suffix = re.match(r"([^#?]*)(.*)", target, re.DOTALL).groups()
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(src_uri), unquote(path)))
-    if resolved.startswith("../") or resolved in (".", ".."):
-        return None
-    if is_site_file(resolved):
-        return None
-    full = root / resolved
-    if full.is_file():
-        return blob_base + quote(resolved) + suffix
+
+# ------------------------------------------------------------------------------------------------
+# Pages that show repository files (code/)
+# ------------------------------------------------------------------------------------------------
+
+
+def code_page_uri(path: str, is_dir: bool) -> str:
+    """The page of a repository file, ``code/<path>.md``, or folder, ``code/<path>/index.md``."""
+    return f"{CODE_DIR}{path}/index.md" if is_dir else f"{CODE_DIR}{path}.md"
+
+
+def showable(root: Path, path: str) -> bool:
+    """Whether a repository file or folder may be shown as a page: not hidden, not ignored by
+    .gitignore, and for a file, UTF-8 text of at most CODE_MAX_BYTES."""
+    full = root / path
+    if any(part.startswith(".") for part in path.split("/")) or _ignore_spec(root).match_file(
+        path + ("/" if full.is_dir() else "")
+    ):
+        return False
     if full.is_dir():
-        return tree_base + quote(resolved) + suffix
-    return None
+        return True
+    if not full.is_file() or full.stat().st_size > CODE_MAX_BYTES:
+        return False
+    try:
+        full.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def linked_code(
+    sources: dict[str, str], is_site_file: Callable[[str], bool], root: Path
+) -> list[str]:
+    """Repository paths to show as code pages: the showable files and folders that the Markdown
+    ``sources`` ({src_uri: text}) link to, plus the showable files directly inside each such
+    folder (its page lists them). Sorted."""
+    found: set[str] = set()
+    for src_uri, text in sources.items():
+
+        def collect(target: str, src_uri=src_uri) -> None:
+            hit = repo_target(target, src_uri, is_site_file, root)
+            if hit is not None and showable(root, hit[0]):
+                found.add(hit[0])
+
+        rewrite_markdown_links(text, collect)
+    for folder in [p for p in found if (root / p).is_dir()]:
+        found.update(
+            f"{folder}/{c.name}"
+            for c in (root / folder).iterdir()
+            if c.is_file() and showable(root, f"{folder}/{c.name}")
+        )
+    return sorted(found)
+
+
+def _line_id(m: re.Match) -> str:
+    return f'id="L{m.group(1)}"'
+
+
+def render_code(path: str, text: str) -> str:
+    """HTML of a source file: Pygments highlighting (lexer chosen by the file name), a column of
+    line numbers that link to their line, and each line wrapped in ``<span id="L<n>">``."""
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import TextLexer, get_lexer_for_filename
+    from pygments.util import ClassNotFound
+
+    try:
+        lexer = get_lexer_for_filename(path, text, stripnl=False)
+    except ClassNotFound:
+        lexer = TextLexer(stripnl=False)
+    html = highlight(text, lexer, HtmlFormatter(linenos="table", linespans="L", wrapcode=True))
+    html = re.sub(r'id="L-(\d+)"', _line_id, html)  # GitHub's form: #L12
+    number = r'<span class="normal"><a href="#L\1">\1</a></span>'
+    return re.sub(r'<span class="normal">(\d+)</span>', number, html)
+
+
+def code_page(root: Path, path: str) -> str:
+    """The Markdown of the page that shows the repository file or folder ``path``."""
+    full = root / path
+    if full.is_dir():
+        items = sorted(
+            c.name for c in full.iterdir() if c.is_file() and showable(root, f"{path}/{c.name}")
+        )
+        listing = "\n".join(f"- [`{name}`]({quote(name)}.md)" for name in items) or "*(empty)*"
+        return f"# `{path}/`\n\nFiles of the course repository in `{path}/`:\n\n{listing}\n"
+    text = full.read_text(encoding="utf-8")
+    lines = text.count("\n") + (not text.endswith("\n") and bool(text))
+    return (
+        f"# `{path}`\n\n"
+        f'<p class="dgm-code-about">The file <code>{path}</code> of the course repository as '
+        f"this site was built ({lines} lines). Link to a line with <code>#L</code> and its "
+        f"number.</p>\n\n"
+        f'<div class="dgm-code">\n{render_code(path, text)}\n</div>\n'
+    )
+
+
+def _markdown_sources(files: Files) -> dict[str, str]:
+    """The Markdown of every page: .md files as they are, notebooks' Markdown cells joined."""
+    out = {}
+    for f in files:
+        if f.src_uri.endswith(".md") and not f.generated_by:
+            out[f.src_uri] = f.content_string
+        elif f.src_uri.endswith(".ipynb"):
+            cells = json.loads(f.content_string).get("cells", [])
+            out[f.src_uri] = "\n\n".join(
+                "".join(c.get("source", "")) for c in cells if c.get("cell_type") == "markdown"
+            )
+    return out
 
 
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
@@ -306,8 +430,36 @@ def _repo_bases(config) -> tuple[str, str, str]:
     return repo + blob, repo + blob.replace("blob/", "tree/", 1), repo + edit
 
 
-def _repo_path(file: File, root: Path) -> str:
+def _repo_path(file: File, root: Path) -> str | None:
+    """Where a page's source lives in the repository (a code page: the file it shows)."""
+    if file.src_uri.startswith(CODE_DIR) and file.generated_by:
+        path = file.src_uri[len(CODE_DIR) :]
+        return None if path.endswith("/index.md") else path[: -len(".md")]
     return Path(file.abs_src_path).resolve().relative_to(root).as_posix()
+
+
+def _code_link(
+    target: str, src_file: File, files: Files, root: Path, config, as_url: bool
+) -> str | None:
+    """A link from ``src_file`` to a repository file outside the site, made a relative link to
+    its code page (a URL in HTML, the page's source in Markdown, which MkDocs then checks), or a
+    repository link when the file has no page and repo_url is set."""
+    hit = repo_target(
+        target, src_file.src_uri, lambda p: files.get_file_from_path(p) is not None, root
+    )
+    if hit is None:
+        return None
+    path, suffix = hit
+    page = files.get_file_from_path(code_page_uri(path, (root / path).is_dir()))
+    if page is not None and as_url:
+        return page.url_relative_to(src_file) + suffix
+    if page is not None:
+        rel = posixpath.relpath(page.src_uri, posixpath.dirname(src_file.src_uri) or ".")
+        return quote(rel) + suffix
+    if config.repo_url:
+        blob, tree, _ = _repo_bases(config)
+        return resolve_link(target, src_file.src_uri, lambda p: False, root, blob, tree)
+    return None
 
 
 @mkdocs.plugins.event_priority(100)  # before mkdocs-jupyter wraps the notebooks
@@ -319,15 +471,25 @@ def on_files(files: Files, config) -> Files:
             files.append(File(rel, str(root), config.site_dir, config.use_directory_urls))
     pages = [p for p in sources if p.endswith(PAGE_SUFFIXES)]
     pages += [f.src_uri for f in files if f.src_uri.endswith(".md") and f.src_uri not in pages]
+    code = []
+    for path in linked_code(
+        _markdown_sources(files), lambda p: files.get_file_from_path(p) is not None, root
+    ):
+        uri = code_page_uri(path, (root / path).is_dir())
+        files.append(File.generated(config, uri, content=code_page(root, path)))
+        code.append(uri)
     config.nav = expand_nav(config.nav, pages)
+    if code and config.nav is not None:
+        config.nav.append({"Code": code})
     return files
 
 
 def on_page_markdown(markdown: str, page, config, files: Files) -> str:
     root = _root(config)
-    blob, tree, edit = _repo_bases(config)
-    if config.repo_url:
-        page.edit_url = edit + _repo_path(page.file, root)
+    _, _, edit = _repo_bases(config)
+    repo_path = _repo_path(page.file, root)
+    if config.repo_url and repo_path:
+        page.edit_url = edit + repo_path
     if page.file.src_uri.endswith(".ipynb"):  # the notebook's JSON; on_page_content handles it
         return markdown
     if "<!-- pages:" in markdown:
@@ -338,27 +500,17 @@ def on_page_markdown(markdown: str, page, config, files: Files) -> str:
             if f.src_uri.endswith(PAGE_SUFFIXES) and f.src_uri not in in_nav
         )
         markdown = pages_list(markdown, in_nav + others, root)
-    if not config.repo_url:
-        return markdown
-
-    def rewrite(target: str) -> str | None:
-        return resolve_link(
-            target,
-            page.file.src_uri,
-            lambda p: files.get_file_from_path(p) is not None,
-            root,
-            blob,
-            tree,
-        )
-
-    return rewrite_markdown_links(markdown, rewrite)
+    if page.file.src_uri.startswith(CODE_DIR) and page.file.generated_by:
+        return markdown  # written by code_page, its links are final
+    return rewrite_markdown_links(
+        markdown, lambda target: _code_link(target, page.file, files, root, config, as_url=False)
+    )
 
 
 def on_page_content(html: str, page, config, files: Files) -> str:
     if not page.file.src_uri.endswith(".ipynb"):
         return html
     root = _root(config)
-    blob, tree, _ = _repo_bases(config)
 
     def rewrite(target: str) -> str | None:
         if not target or target.startswith(("#", "/")) or _SCHEME.match(target):
@@ -370,9 +522,7 @@ def on_page_content(html: str, page, config, files: Files) -> str:
         site_file = files.get_file_from_path(resolved)
         if site_file is not None:  # Jupyter resolves against the notebook's folder; so do we
             return site_file.url_relative_to(page.file) + ("#" + fragment if fragment else "")
-        if config.repo_url:
-            return resolve_link(target, page.file.src_uri, lambda p: False, root, blob, tree)
-        return None
+        return _code_link(target, page.file, files, root, config, as_url=True)
 
     html = rewrite_html_links(strip_remote_scripts(html), rewrite)
     name = posixpath.basename(page.file.src_uri)

@@ -6,7 +6,9 @@
 CHECKPOINT is a file written by ``helpers.diffusion.save_model`` (problem set 08 writes one to
 ``$DGM_DATA_DIR/checkpoints/08_guided_<profile>.pt``). Each row of the grid is one class; the
 guidance weight w follows the course's convention (w = 0 unconditional, w = 1 conditional, w > 1
-guided). Sampling is DDIM with ``--steps`` steps, or DDPM with all T steps with ``--ddpm``.
+guided). A negative w is allowed: ε̃ = ε_uncond + w (ε_cond − ε_uncond) is defined for every real
+w, and w < 0 steers the samples away from the class (a diagnostic, not a way to draw it).
+Sampling is DDIM with ``--steps`` steps, or DDPM with all T steps with ``--ddpm``.
 The work is done by ``helpers.diffusion.sample_grid``, the same function the notebook calls.
 """
 
@@ -25,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--classes", type=int, nargs="+", default=list(range(10)))
-    parser.add_argument("--w", type=float, default=3.0, help="guidance weight (default 3)")
+    parser.add_argument("--w", type=float, default=3.0,
+                        help="guidance weight (default 3): 0 unconditional, 1 conditional, "
+                             "above 1 guided; a negative w is allowed and steers the samples "
+                             "away from the class")
     parser.add_argument("--out", type=Path, default=Path("guided_samples.png"))
     parser.add_argument("--n-per-class", type=int, default=8)
     group = parser.add_mutually_exclusive_group()

@@ -3,8 +3,10 @@
 1. The link-rewriting and navigation functions of scripts/mkdocs_hooks.py, on small examples.
 2. ``mkdocs build --strict`` into a temporary folder (mkdocs.yml raises broken links, broken
    anchors and pages missing from the nav to warnings, so strict fails on them); its output is
-   shown on failure. Every note and every notebook in psets/ must have a page.
-3. The built HTML loads no script, stylesheet or image from another host.
+   shown on failure. Every note and every notebook in psets/ must have a page, and every
+   repository file a note links to (helpers, tests, scripts) a code page with line anchors.
+3. The built HTML loads no script, stylesheet or image from another host, and no link points to
+   a placeholder host (a ``CHANGE-ME`` repository URL and the like).
 4. The build is served on 127.0.0.1 (http.server in a thread) and every page is opened in
    headless Chromium. Per page: no console error, no failed request and no request to any host
    but 127.0.0.1 (from Chrome's performance log), every formula typeset by MathJax (each
@@ -12,7 +14,7 @@
    MathJax error, no raw ``$$``, ``\\(`` or ``\\[`` in visible text, every image loaded (and a
    notebook page shows at least as many as its saved image outputs), every same-site link
    resolves to a file of the build and every same-page ``#anchor`` to an element.
-   Screenshots of a lecture page and a problem-set page go to test-artifacts/.
+   Screenshots of a lecture page, a problem-set page and a code page go to test-artifacts/.
 
 Part 4 is skipped, with a message naming the Debian packages, when chromium or chromedriver is
 missing (.ci/run installs them).
@@ -25,6 +27,7 @@ import http.server
 import importlib.util
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -200,6 +203,82 @@ def test_html_links_are_rewritten_by_attribute(repo):
     )
 
 
+def test_linked_code_collects_showable_files_and_folders(repo):
+    (repo / ".gitignore").write_text("data/\n")
+    (repo / "data").mkdir()
+    (repo / "data/x.py").write_text("x = 1\n")
+    (repo / "psets/helpers/nets.py").write_text("y = 2\n")
+    (repo / "psets/helpers/blob.bin").write_bytes(b"\xff\xfe\x00\x80")
+    (repo / "scripts").mkdir()
+    (repo / "scripts/run.py").write_text("print(1)\n")
+    (repo / ".hidden.py").write_text("")
+    sources = {
+        "lectures/01-a.md": "[t](../tests/test_notes_math_a.py#L2) [d](../data/x.py) "
+        "[h](../.hidden.py) [l](02-b.md) [w](https://x.org/a.py) `[c](../scripts/run.py)`",
+        "psets/p1.ipynb": "[folder](helpers/)",
+    }
+    site = {"lectures/01-a.md", "lectures/02-b.md", "psets/p1.ipynb"}.__contains__
+    assert hooks.linked_code(sources, site, repo) == [
+        "psets/helpers",  # the folder, and the text files directly inside it (not blob.bin)
+        "psets/helpers/data.py",
+        "psets/helpers/nets.py",
+        "tests/test_notes_math_a.py",
+    ]  # not: ignored data/, hidden files, site pages, external links, links inside code
+    assert hooks.code_page_uri("psets/helpers", True) == "code/psets/helpers/index.md"
+    assert hooks.code_page_uri("tests/t.py", False) == "code/tests/t.py.md"
+
+
+def test_code_pages_number_every_line_with_an_anchor(repo):
+    text = 'def f(x):\n    """One\n    docstring over lines."""\n    return x  # <&>\n'
+    html = hooks.render_code("psets/helpers/data.py", text)
+    assert re.findall(r'id="(L\d+)"', html) == ["L1", "L2", "L3", "L4"]
+    assert re.findall(r'<a href="#(L\d+)">', html) == ["L1", "L2", "L3", "L4"]
+    assert '<span class="k">def</span>' in html  # highlighted as Python
+    assert "# &lt;&amp;&gt;" in html  # escaped
+    (repo / "psets/helpers/data.py").write_text(text)
+    page = hooks.code_page(repo, "psets/helpers/data.py")
+    assert page.startswith("# `psets/helpers/data.py`\n") and "(4 lines)" in page
+    folder = hooks.code_page(repo, "psets/helpers")
+    assert "- [`data.py`](data.py.md)" in folder
+
+
+def _page(repo, src_uri):
+    from mkdocs.structure.files import File
+
+    file = File(src_uri, str(repo), str(repo / "site"), True)
+    return SimpleNamespace(file=file, edit_url=None)
+
+
+def test_edit_links_and_repository_links_only_when_repo_url_is_set(repo):
+    """Without repo_url, no page gets an edit link and a link to a code file goes to its page."""
+    from mkdocs.structure.files import File, Files
+
+    (repo / "mkdocs.yml").write_text("site_name: t\n")
+    note = _page(repo, "lectures/01-a.md")
+    files = Files([note.file, _page(repo, "lectures/02-b.md").file])
+    md = "[t](../tests/test_notes_math_a.py#L2) [b](../psets/helpers/data.py)"
+    config = SimpleNamespace(
+        repo_url=None,
+        edit_uri=None,
+        nav=None,
+        config_file_path=str(repo / "mkdocs.yml"),
+        site_dir=str(repo / "site"),
+        use_directory_urls=True,
+        plugins=SimpleNamespace(_current_plugin="hooks"),
+    )
+    code = File.generated(config, "code/tests/test_notes_math_a.py.md", content="# t\n")
+    files.append(code)
+    out = hooks.on_page_markdown(md, note, config, files)
+    assert note.edit_url is None
+    # the file with a code page: a link to the page's source; the other one is left for
+    # MkDocs to report (no page, no repository to point to)
+    assert out == "[t](../code/tests/test_notes_math_a.py.md#L2) [b](../psets/helpers/data.py)"
+    config.repo_url, config.edit_uri = "https://example.org/repo", "edit/main/"
+    out = hooks.on_page_markdown(md, note, config, files)
+    assert note.edit_url == "https://example.org/repo/edit/main/lectures/01-a.md"
+    assert "[b](https://example.org/repo/blob/main/psets/helpers/data.py)" in out
+
+
 # ------------------------------------------------------------------------------------------------
 # 2. Strict build
 # ------------------------------------------------------------------------------------------------
@@ -262,26 +341,75 @@ def test_every_note_and_notebook_has_a_page(site):
         assert (site / _page_dir(nb) / nb.name).is_file(), f"{nb.name} not copied beside its page"
 
 
-def test_note_links_to_code_and_tests_point_to_the_repository(site):
-    """Each link from a note to a repository file outside the site became a repository link."""
+def test_note_links_to_code_and_tests_point_to_code_pages(site):
+    """Each link from a note to a repository file outside the site goes to the file's page in
+    the site (code/...), which shows the file, and to the line it names (#L12) if any."""
+    in_site = set(hooks.site_sources(ROOT)).__contains__
+    problems, checked = [], 0
+    for rel in (p for p in hooks.site_sources(ROOT) if p.endswith(".md")):
+        html = (site / _page_dir(ROOT / rel) / "index.html").read_text(encoding="utf-8")
+        targets = []
+        hooks.rewrite_markdown_links(
+            (ROOT / rel).read_text(encoding="utf-8"),
+            lambda t, targets=targets: targets.append(t),
+        )
+        for target in targets:
+            hit = hooks.repo_target(target, rel, in_site, ROOT)
+            if hit is None:
+                continue
+            path, suffix = hit
+            checked += 1
+            page = site / "code" / path / "index.html"
+            url = posixpath.relpath(f"code/{path}/", _page_dir(ROOT / rel)) + "/" + suffix
+            if f'href="{url}"' not in html:
+                problems.append(f"{rel}: no link {url} for {target}")
+            elif not page.is_file():
+                problems.append(f"{rel}: {target} has no page {page.relative_to(site)}")
+            elif suffix.startswith("#") and f'id="{suffix[1:]}"' not in page.read_text("utf-8"):
+                problems.append(f"{rel}: {target}: no line {suffix} on its page")
+    assert checked, "no note links to code (the test would check nothing)"
+    assert not problems, "links to code:\n" + "\n".join(problems)
+
+
+def test_code_pages_show_the_whole_file_with_line_anchors(site):
+    pages = sorted((site / "code").rglob("index.html"))
+    assert pages, "no code pages were built"
+    for page in pages:
+        path = page.parent.relative_to(site / "code").as_posix()
+        if (ROOT / path).is_dir():
+            continue
+        html = page.read_text(encoding="utf-8")
+        n = len((ROOT / path).read_text(encoding="utf-8").splitlines())
+        ids = re.findall(r'<span id="L(\d+)">', html)
+        assert ids == [str(i) for i in range(1, n + 1)], f"{path}: lines 1..{n} not all anchored"
+        assert 'class="highlight"' in html
+
+
+_PLACEHOLDER_HOST = re.compile(
+    r"change-?me|placeholder|your[-_]?(fork|name|user|org)|^example\.", re.IGNORECASE
+)
+
+
+def test_no_link_points_to_a_placeholder_host(site):
     import yaml
 
     config = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))
-    blob, tree, _ = hooks._repo_bases(SimpleNamespace(**config))
-    in_site = set(hooks.site_sources(ROOT)).__contains__
-    missing = []
-    for rel in (p for p in hooks.site_sources(ROOT) if p.endswith(".md")):
-        expected = []
-
-        def collect(target, rel=rel, expected=expected):
-            new = hooks.resolve_link(target, rel, in_site, ROOT, blob, tree)
-            if new is not None:
-                expected.append(new)
-
-        hooks.rewrite_markdown_links((ROOT / rel).read_text(encoding="utf-8"), collect)
-        html = (site / _page_dir(ROOT / rel) / "index.html").read_text(encoding="utf-8")
-        missing += [f"{rel}: {url}" for url in expected if f'href="{url}"' not in html]
-    assert not missing, "links not rewritten:\n" + "\n".join(missing)
+    for key in ("repo_url", "site_url"):
+        if config.get(key):
+            host, path = urlsplit(config[key]).hostname or "", urlsplit(config[key]).path
+            assert not (_PLACEHOLDER_HOST.search(host) or _PLACEHOLDER_HOST.search(path)), (
+                f"mkdocs.yml: {key} is a placeholder ({config[key]}); set it or leave it out"
+            )
+    offenders = []
+    for page in site.rglob("*.html"):
+        for url in re.findall(r"\s(?:href|src)=[\"']([^\"']+)", page.read_text(encoding="utf-8")):
+            parts = urlsplit(url)
+            if parts.hostname and (
+                _PLACEHOLDER_HOST.search(parts.hostname)
+                or _PLACEHOLDER_HOST.search(parts.path.split("/")[1] if "/" in parts.path else "")
+            ):
+                offenders.append(f"{page.relative_to(site)}: {url}")
+    assert not offenders, "links to placeholder hosts:\n" + "\n".join(offenders[:20])
 
 
 _REMOTE = re.compile(
@@ -526,6 +654,11 @@ def test_every_page_in_headless_chromium(site, server, browser):
         _screenshot(
             browser, f"{server}/{pset[: -len('index.html')]}", ".jupyter-wrapper img", "pset.png"
         )
+
+    code = sorted(p for p in math_per_page if p.startswith("code/") and ".py/" in p)
+    if code:  # a code page opened at a line, as a link from a note opens it
+        page = f"{server}/{code[0][: -len('index.html')]}#L20"
+        _screenshot(browser, page, ".dgm-code span[id='L20']", "code.png")
 
     report = "\n".join(f"{page}:\n  " + "\n  ".join(items) for page, items in problems.items())
     assert not problems, f"{len(problems)} of {len(pages)} pages have problems:\n{report}"

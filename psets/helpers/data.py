@@ -10,15 +10,21 @@ labels int64 of shape (N,). Two sources:
   in a fixed shuffled order (the shipped file is sorted by class).
 
 ``DGM_DATA`` chooses: ``auto`` (default: try the download, fall back to ``offline`` with a
-warning), ``download`` or ``offline``.
+warning), ``download`` or ``offline``. The download is bounded: every connect and every read
+waits at most ``NETWORK_TIMEOUT_S`` seconds and the whole download at most ``DOWNLOAD_BUDGET_S``,
+so an endpoint that accepts and never answers cannot hang a notebook.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
+import hashlib
 import math
 import os
 import struct
+import time
+import urllib.request
 import warnings
 from pathlib import Path
 
@@ -36,6 +42,8 @@ IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned bytes; 1-D labels, 3-D images
+NETWORK_TIMEOUT_S = 15.0  # longest wait for one connect or one read
+DOWNLOAD_BUDGET_S = 300.0  # the whole MNIST download (about 11 MB), all files and mirrors
 
 
 _DOWNLOAD_FAILED: set[Path] = set()
@@ -43,6 +51,11 @@ _DOWNLOAD_FAILED: set[Path] = set()
 
 class MNISTFileError(ValueError):
     """A raw MNIST file is corrupt or truncated."""
+
+
+class DownloadBudgetSpent(TimeoutError):
+    """The whole download took longer than DOWNLOAD_BUDGET_S (one slow read is a plain
+    TimeoutError, after which the next mirror is tried)."""
 
 
 def data_dir() -> Path:
@@ -95,13 +108,63 @@ def _torchvision_mnist(split: str, root: Path) -> tuple[torch.Tensor, torch.Tens
     from torchvision import datasets  # imported here: torchvision is slow to import
 
     raw = root / "MNIST" / "raw"
-    for name in IDX_FILES[split]:
-        if (raw / name).exists():
-            check_idx_file(raw / name)
-    ds = datasets.MNIST(str(root), train=(split == "train"), download=True)
+    _download_mnist(raw, datasets.MNIST.mirrors, datasets.MNIST.resources)
+    images, labels = (raw / name for name in IDX_FILES[split])
+    check_idx_pair(images, labels)
+    ds = datasets.MNIST(str(root), train=(split == "train"), download=False)
     # ds.data is the whole split as one uint8 tensor: no per-sample transform needed.
     x = ds.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28)
     return x, ds.targets.long()
+
+
+def _download_mnist(raw: Path, mirrors, resources) -> None:
+    """Fetch the raw files missing from ``raw``, trying each of torchvision's mirrors in turn.
+
+    Done here rather than by torchvision, whose download has no timeout. Each file's MD5 is
+    checked before it is unpacked (atomically) into ``raw``. Raises ``OSError`` when no mirror
+    gives a file, ``DownloadBudgetSpent`` once ``DOWNLOAD_BUDGET_S`` is spent.
+    """
+    from .train import atomic_write  # train imports this module
+
+    missing = [(name, md5) for name, md5 in resources if not (raw / name[:-3]).exists()]
+    deadline = time.monotonic() + DOWNLOAD_BUDGET_S
+    for name, md5 in missing:
+        errors = []
+        for mirror in mirrors:
+            try:
+                blob = _fetch(f"{mirror}{name}", deadline)
+            except DownloadBudgetSpent:
+                raise
+            except OSError as err:  # URLError, refused, reset, a read that timed out, ...
+                errors.append(f"{mirror}: {type(err).__name__}: {err}")
+                continue
+            if hashlib.md5(blob).hexdigest() != md5:
+                errors.append(f"{mirror}: the file's MD5 is not {md5}")
+                continue
+            atomic_write(raw / name[:-3], lambda f, blob=blob: f.write(gzip.decompress(blob)))
+            break
+        else:
+            raise OSError(f"Error downloading {name}: " + "; ".join(errors))
+
+
+def _fetch(url: str, deadline: float) -> bytes:
+    """The body at ``url``. Each connect and each read waits at most NETWORK_TIMEOUT_S; the
+    deadline (``time.monotonic``) is checked before each of them, so a trickle cannot outlast it
+    by more than one read."""
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DownloadBudgetSpent(f"the MNIST download took longer than its budget of "
+                                      f"{DOWNLOAD_BUDGET_S:g} s (while reading {url})")
+        return min(NETWORK_TIMEOUT_S, remaining)
+
+    request = urllib.request.Request(url, headers={"User-Agent": "dgm-course"})
+    chunks = []
+    with urllib.request.urlopen(request, timeout=left()) as response:
+        while chunk := response.read1(1 << 16):  # at most one socket read per call
+            chunks.append(chunk)
+            left()
+    return b"".join(chunks)
 
 
 @functools.lru_cache(maxsize=1)
@@ -128,9 +191,10 @@ def _offline_mnist(split: str) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def offline_uint8(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The offline split as uint8 images (N, 28, 28) and labels, e.g. to write IDX files."""
+    """The offline split as uint8 images (N, 28, 28) and uint8 labels (N,), as in MNIST's raw
+    files (``write_idx`` takes both as they are)."""
     x, y = _offline_mnist(split)
-    return (x.squeeze(1) * 255).round().to(torch.uint8).numpy(), y.numpy()
+    return (x.squeeze(1) * 255).round().to(torch.uint8).numpy(), y.to(torch.uint8).numpy()
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
@@ -145,11 +209,26 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
         f.write(array.tobytes())
 
 
-def check_idx_file(path: str | Path) -> None:
-    """Raise ``MNISTFileError`` naming ``path`` if it is not a complete IDX file."""
+def _fix(*paths: Path) -> str:
+    return (f"Delete {' and '.join(map(str, paths))} and run again to download afresh, or set "
+            f"DGM_DATA=offline to use the offline subset.")
+
+
+def check_idx_pair(images: str | Path, labels: str | Path) -> None:
+    """Check both files of a split (``check_idx_file``) and that they hold as many images as
+    labels; raise ``MNISTFileError`` naming the files otherwise."""
+    n_images, n_labels = check_idx_file(images)[0], check_idx_file(labels)[0]
+    if n_images != n_labels:
+        raise MNISTFileError(f"{images} holds {n_images} images but {labels} holds {n_labels} "
+                             f"labels: the two files are from different downloads or one is "
+                             f"damaged. {_fix(Path(images), Path(labels))}")
+
+
+def check_idx_file(path: str | Path) -> tuple[int, ...]:
+    """The shape in the header of a complete IDX file; ``MNISTFileError`` naming ``path`` if it
+    is not one."""
     path = Path(path)
-    fix = (f"Delete {path} and run again to download it afresh, or set DGM_DATA=offline "
-           f"to use the offline subset.")
+    fix = _fix(path)
     with open(path, "rb") as f:
         head = f.read(4)
         if len(head) < 4 or struct.unpack(">I", head)[0] not in _IDX_MAGIC.values():
@@ -165,6 +244,7 @@ def check_idx_file(path: str | Path) -> None:
         raise MNISTFileError(
             f"{path} has {actual} bytes but its header promises {expected} "
             f"(shape {dims}): the file is truncated or corrupt. {fix}")
+    return dims
 
 
 def binarize(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import grading
@@ -136,9 +137,9 @@ def _check_steps(t: torch.Tensor, x: torch.Tensor, T: int, lowest: int = 0) -> N
 
 
 def _steps(t, x: torch.Tensor) -> torch.Tensor:
-    """An int step or a (B,) tensor of steps → a (B,) int64 tensor on x's device."""
-    if isinstance(t, int) and not isinstance(t, bool):
-        return torch.full((len(x),), t, dtype=torch.long, device=x.device)
+    """An int step (Python's or NumPy's) or a (B,) tensor of steps → a (B,) tensor on x's device."""
+    if isinstance(t, (int, np.integer)) and not isinstance(t, bool):
+        return torch.full((len(x),), int(t), dtype=torch.long, device=x.device)
     return t
 
 

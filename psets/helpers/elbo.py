@@ -32,6 +32,17 @@ def split_latent(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mu, logvar
 
 
+def _shape(t) -> str:
+    return str(tuple(t.shape)) if torch.is_tensor(t) else type(t).__name__
+
+
+def _check_batch(x: torch.Tensor, mu: torch.Tensor) -> None:
+    """x and the encoder's mu must describe the same B data points."""
+    if not torch.is_tensor(x) or x.ndim < 1 or len(x) != len(mu):
+        raise ValueError(f"x and mu must hold the same batch of B data points: x (B, ...) and mu "
+                         f"(B, K); got x {_shape(x)} and mu {_shape(mu)}")
+
+
 def _check_gaussian(mu: torch.Tensor, logvar: torch.Tensor) -> None:
     if not (torch.is_tensor(mu) and torch.is_tensor(logvar)) or mu.shape != logvar.shape:
         raise ValueError(f"mu and logvar must be tensors of the same shape, got "
@@ -64,6 +75,10 @@ def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
 
     x (B, D...) with values in [0, 1]; logits (..., B, D...) broadcast against x.
     """
+    if not (torch.is_tensor(x) and torch.is_tensor(logits)) or logits.ndim < x.ndim or any(
+            a not in (1, b) for a, b in zip(x.shape, logits.shape[logits.ndim - x.ndim:])):
+        raise ValueError(f"logits must end in the shape of x, (..., B, D...) for x (B, D...); got "
+                         f"x {_shape(x)} and logits {_shape(logits)}")
     ll = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
     return ll.flatten(start_dim=logits.ndim - x.ndim + 1).sum(-1)
 
@@ -80,6 +95,8 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def elbo_sgvb(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
               log_likelihood: LogLikelihood, n_samples: int = 1) -> torch.Tensor:
     """Monte-Carlo ELBO: mean over S samples of log p(x|z) + log p(z) − log q(z|x). (B,)"""
+    _check_gaussian(mu, logvar)
+    _check_batch(x, mu)
     z = reparameterize(mu, logvar, n_samples)  # (S, B, K)
     return (log_likelihood(x, z) + log_standard_normal(z) - log_normal(z, mu, logvar)).mean(0)
 
@@ -87,6 +104,8 @@ def elbo_sgvb(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
 def elbo_analytic(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
                   log_likelihood: LogLikelihood, n_samples: int = 1) -> torch.Tensor:
     """ELBO with the KL in closed form: mean over S of log p(x|z), minus KL(q ‖ p). (B,)"""
+    _check_gaussian(mu, logvar)
+    _check_batch(x, mu)
     z = reparameterize(mu, logvar, n_samples)
     return log_likelihood(x, z).mean(0) - gaussian_kl(mu, logvar)
 
@@ -101,6 +120,10 @@ def iw_bound(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     _check_gaussian(mu, logvar)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk (samples drawn at a time) must be a positive integer, got "
+                         f"{chunk!r}")
+    _check_batch(x, mu)
     total = torch.full(mu.shape[:1], -math.inf, device=mu.device, dtype=mu.dtype)
     done = 0
     while done < k:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,16 +25,21 @@ PROFILES = ("smoke", "standard", "full")
 def pick_device(prefer: str | None = None) -> torch.device:
     """Return the best available device: CUDA, then Apple's MPS, then the CPU.
 
-    ``prefer`` (or the environment variable ``DGM_DEVICE``) forces one, e.g. ``"cpu"``.
+    ``prefer`` (or the environment variable ``DGM_DEVICE``) forces one, e.g. ``"cpu"``. As for
+    the other ``DGM_*`` variables, case and surrounding spaces do not matter and an empty value
+    means unset.
     """
-    prefer = prefer or os.environ.get("DGM_DEVICE")
+    name = "prefer"
+    if prefer is None:
+        name, prefer = "DGM_DEVICE", os.environ.get("DGM_DEVICE", "").strip().lower() or None
     if prefer is not None:
-        if not isinstance(prefer, str) or prefer.split(":")[0] not in ("cpu", "cuda", "mps"):
-            raise ValueError(f"prefer must be 'cpu', 'cuda[:i]' or 'mps', got {prefer!r}")
+        if not isinstance(prefer, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", prefer):
+            raise ValueError(f"{name} must be 'cpu', 'cuda', 'cuda:<index>' or 'mps', "
+                             f"got {prefer!r}")
         if prefer.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"prefer={prefer!r} but CUDA is not available on this machine")
+            raise ValueError(f"{name}={prefer!r} but CUDA is not available on this machine")
         if prefer == "mps" and not _mps_available():
-            raise ValueError("prefer='mps' but MPS is not available on this machine")
+            raise ValueError(f"{name}='mps' but MPS is not available on this machine")
         return torch.device(prefer)
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -55,9 +56,10 @@ def chamfer_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 # held-out tail of the train split, so that tail and the test split are two disjoint real sets
 # for the real-vs-real floor of the Fréchet distance.
 
-# Bumped whenever the data a cached classifier was trained on changes (2: the offline splits
-# are shuffled, so the held-out set of reference_splits holds different digits).
-CLASSIFIER_CACHE_VERSION = 2
+# Bumped whenever the data a cached classifier was trained on, or the cache's format, changes
+# (2: the offline splits are shuffled, so the held-out set of reference_splits holds different
+# digits; 3: a SHA-256 file is stored beside the cache and checked on load).
+CLASSIFIER_CACHE_VERSION = 3
 CLASSIFIER_FEATURES = 128  # width of the penultimate layer (the features of the FD)
 
 
@@ -177,16 +179,23 @@ def reference_classifier(source: str | None = None, device=None, epochs: int | N
     ``epochs`` None means the reference budget of the source (REFERENCE_EPOCHS); tests and
     the smoke profile pass a smaller one, which is cached under its own name. The model comes
     back in eval mode on ``device`` with ``meta`` (source, epochs, n_train, test_accuracy).
+    The cache is stored with its SHA-256 (``<file>.sha256``) and verified on every load; a cache
+    that fails the check is retrained with a warning.
     """
     path = classifier_path(source, epochs)
     if path.exists() and not retrain:
-        state = train.load_checkpoint(path)
-        model = MNISTClassifier()
-        model.load_state_dict(state["model"])
-        model.meta = dict(state["meta"])
-        return model.to(device or "cpu").eval()
+        try:  # the cache is checked against the SHA-256 written with it: a flipped byte shows
+            state = train.load_checkpoint(path, required=("model", "meta"), checksum=True)
+            model = MNISTClassifier()
+            model.load_state_dict(state["model"])
+            model.meta = dict(state["meta"])
+            return model.to(device or "cpu").eval()
+        except (ValueError, RuntimeError) as err:
+            warnings.warn(f"The cached reference classifier cannot be used ({err}); training "
+                          f"it again (a few minutes) and replacing the cache.", RuntimeWarning,
+                          stacklevel=2)
     model = train_reference_classifier(source, device, epochs=epochs, progress=progress)
-    train.save_checkpoint(path, {"model": model.state_dict(), "meta": model.meta})
+    train.save_checkpoint(path, {"model": model.state_dict(), "meta": model.meta}, checksum=True)
     return model
 
 

@@ -8,10 +8,15 @@ resumed run continues exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-import tempfile
+import pickle
+import re
+import secrets
 import time
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +45,11 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     seed: seeds the batch order (and, when not resuming, torch's global generator).
     checkpoint: path written atomically after every epoch; with ``resume=True`` and an
     existing file there, training continues from it (same parameters, optimizer state,
-    history, random state) up to ``epochs`` in total.
+    history, random state) up to ``epochs`` in total (a warning says so when there is no file
+    yet and training starts afresh). The model and optimizer must be of the kind that wrote it.
+
+    A loss that is NaN or infinite stops training with a FloatingPointError naming the epoch
+    and the step; the checkpoint keeps the last epoch that finished with finite losses.
 
     History: ``train_loss`` (mean over the epoch's batches), ``eval_loss`` (if eval_fn),
     ``lr`` and ``seconds`` per epoch.
@@ -51,6 +60,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         raise TypeError("data must be a non-empty tuple of tensors, e.g. (x,) or (x, y)")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}")
     if resume and checkpoint is None:
@@ -60,10 +71,12 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     history: dict[str, list[float]] = {"train_loss": [], "eval_loss": [], "lr": [], "seconds": []}
     gen = torch.Generator().manual_seed(seed)
     start = 0
+    if resume and not Path(checkpoint).exists():
+        warnings.warn(f"resume=True but checkpoint {checkpoint} does not exist (yet): training "
+                      f"starts from scratch and will write it", stacklevel=2)
     if resume and Path(checkpoint).exists():
-        state = load_checkpoint(checkpoint)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        state = load_checkpoint(checkpoint, required=_RESUME_KEYS)
+        _restore(model, optimizer, state, checkpoint, epochs)
         if scheduler is not None and "scheduler" in state:
             scheduler.load_state_dict(state["scheduler"])
         history = {k: list(v) for k, v in state["history"].items()}
@@ -80,7 +93,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                dynamic_ncols=True)
     for epoch in range(start, epochs):
         model.train()
-        t0, total, count = time.perf_counter(), 0.0, 0
+        t0, total, count, losses = time.perf_counter(), 0.0, 0, []
         for batch in batches(*data, batch_size=batch_size, generator=gen):
             loss = loss_fn(model, *batch)
             if loss.ndim != 0:
@@ -92,7 +105,20 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             optimizer.step()
             total += loss.detach() * len(batch[0])  # stays on the device: no sync per step
             count += len(batch[0])
+            losses.append(loss.detach())  # to name the step, should the total not be finite
             bar.update(1)
+        bad = [] if math.isfinite(float(total)) else (  # a NaN or ±inf reaches the total
+            (~torch.isfinite(torch.stack(losses))).nonzero().flatten().tolist())
+        if bad:
+            bar.close()
+            step = bad[0] + 1
+            kept = (f"the checkpoint {checkpoint} still holds epoch {epoch}" if checkpoint
+                    is not None and epoch > 0 else "nothing was saved")
+            raise FloatingPointError(
+                f"the loss became {losses[bad[0]].item()} at epoch {epoch + 1}, step {step} "
+                f"(of {len(losses)}); training stopped and {kept}. Try a smaller learning "
+                f"rate, clip_grad_norm, or look for a log of zero or a division by zero in "
+                f"loss_fn")
         history["train_loss"].append(float(total) / count)
         history["lr"].append(optimizer.param_groups[0]["lr"])
         if scheduler is not None:
@@ -108,7 +134,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         bar.set_postfix(shown)
         if checkpoint is not None:
             state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "history": history, "epoch": epoch + 1, "batch_rng": gen.get_state(),
+                     "optimizer_class": type(optimizer).__name__, "history": history,
+                     "epoch": epoch + 1, "batch_rng": gen.get_state(),
                      "torch_rng": torch.get_rng_state()}
             if scheduler is not None:
                 state["scheduler"] = scheduler.state_dict()
@@ -120,25 +147,70 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return history
 
 
-def save_checkpoint(path: str | Path, state: dict) -> Path:
+_RESUME_KEYS = ("model", "optimizer", "history", "epoch", "batch_rng", "torch_rng")
+
+
+def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict,
+             checkpoint, epochs: int) -> None:
+    """Load a fit checkpoint's model and optimizer, with errors that name the file."""
+    if int(state["epoch"]) > epochs:
+        raise ValueError(f"checkpoint {checkpoint} has already trained {int(state['epoch'])} "
+                         f"epochs, more than epochs={epochs}; pass epochs >= "
+                         f"{int(state['epoch'])} to continue it, or another checkpoint path")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"checkpoint {checkpoint} holds another model than the one given "
+                         f"({type(model).__name__}): {str(err).strip()}") from err
+    saved = state.get("optimizer_class")
+    if saved is not None and saved != type(optimizer).__name__:
+        raise ValueError(f"checkpoint {checkpoint} was written with optimizer {saved}, but fit "
+                         f"got {type(optimizer).__name__}; resume with {saved} or use another "
+                         f"checkpoint path")
+    try:
+        # Another optimizer class would take the saved hyper-parameters and fail at its first
+        # step (Adam after SGD: KeyError 'betas'); compare them first (files without the class).
+        saved_keys = set(state["optimizer"]["param_groups"][0]) - {"params"}
+        given_keys = set(optimizer.param_groups[0]) - {"params"}
+        if saved_keys != given_keys:
+            raise ValueError(f"its hyper-parameters are {sorted(saved_keys)}, the optimizer's "
+                             f"are {sorted(given_keys)}")
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, ValueError, IndexError) as err:
+        raise ValueError(f"checkpoint {checkpoint} holds an optimizer state that does not fit "
+                         f"the {type(optimizer).__name__} given ({type(err).__name__}: {err})"
+                         ) from err
+
+
+def save_checkpoint(path: str | Path, state: dict, checksum: bool = False) -> Path:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, then rename.
 
     If writing fails part-way, the previous file at ``path`` (if any) is left as it was.
+    ``checksum``: also write its SHA-256 beside it, for ``load_checkpoint(..., checksum=True)``.
     """
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict, got {type(state).__name__}")
-    return atomic_write(path, lambda f: torch.save(state, f))
+    path = atomic_write(path, lambda f: torch.save(state, f))
+    if checksum:
+        write_checksum(path)
+    return path
 
 
 def atomic_write(path: str | Path, write: Callable) -> Path:
     """Call ``write(f)`` on a temporary binary file beside ``path``, then rename it to ``path``.
 
     If ``write`` raises, or the process dies part-way, ``path`` keeps its previous content (or
-    stays absent) and the temporary file is removed. Used for checkpoints and written figures.
+    stays absent) and the temporary file is removed (after a kill: by the next write of
+    ``path``). The file's mode follows the umask, as for any other new file. Used for
+    checkpoints, downloads and written figures.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale_temporaries(path)
+    # The writer's process id in the name tells a live writer's file from a dead one's.
+    tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, 0o666)  # 0o666 minus the umask, unlike mkstemp's 0o600
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -146,19 +218,106 @@ def atomic_write(path: str | Path, write: Callable) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a checkpoint written by ``save_checkpoint`` (tensors only: ``weights_only=True``)."""
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files of ``path`` left by writers that are no longer running."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[0-9a-f]+\.tmp")
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        m = pattern.fullmatch(tmp.name)
+        if m and not _process_alive(int(m.group(1))):
+            tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would end the process
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def load_checkpoint(path: str | Path, map_location="cpu", required: tuple[str, ...] = (),
+                    checksum: bool = False) -> dict:
+    """Load a checkpoint written by ``save_checkpoint`` (tensors only: ``weights_only=True``).
+
+    ``required``: keys the checkpoint must hold (else a ValueError naming the file and what it
+    holds). ``checksum``: verify the file against the SHA-256 that ``save_checkpoint(...,
+    checksum=True)`` wrote beside it (``ChecksumError`` if it differs or is missing).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"checkpoint {path} is a folder, not a checkpoint file; give "
+                                f"the path of the .pt file")
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if checksum:
+        verify_checksum(path)
+    # Say what is wrong in our words: torch's own messages suggest weights_only=False, which
+    # would run whatever code a file holds, and our checkpoints never need it.
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"checkpoint {path} could not be read: it is not a complete PyTorch "
+                         f"file (truncated, corrupt or another format). If it is a checkpoint "
+                         f"of a run, delete it and train again")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"checkpoint {path} could not be read: it holds Python objects other "
+                         f"than tensors, numbers, strings and containers (or is damaged), so "
+                         f"these helpers did not write it. It is not loaded, since unpickling "
+                         f"arbitrary objects can run code") from err
     except Exception as err:
-        raise ValueError(f"checkpoint {path} could not be read ({type(err).__name__}: {err}). "
-                         f"It may be from an incompatible version or corrupt; delete it and "
-                         f"train again.") from err
+        first = (str(err).splitlines() or [""])[0].split(". ")[0]
+        raise ValueError(f"checkpoint {path} could not be read: it is damaged "
+                         f"({type(err).__name__}: {first}). If it is a checkpoint of a run, "
+                         f"delete it and train again") from err
+    if required:
+        missing = [k for k in required if not isinstance(state, dict) or k not in state]
+        if missing:
+            holds = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"checkpoint {path} lacks {', '.join(map(repr, missing))}: it holds "
+                             f"{holds}, so it is not the kind of file expected here")
+    return state
+
+
+class ChecksumError(ValueError):
+    """A file does not match the checksum stored beside it."""
+
+
+def checksum_path(path: str | Path) -> Path:
+    """Where the SHA-256 of ``path`` is kept: ``path`` + ``.sha256`` (``sha256sum -c`` reads it)."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksum(path: str | Path) -> Path:
+    """Write the SHA-256 of ``path`` beside it (``checksum_path``), atomically."""
+    line = f"{_sha256(Path(path))}  {Path(path).name}\n".encode()
+    return atomic_write(checksum_path(path), lambda f: f.write(line))
+
+
+def verify_checksum(path: str | Path) -> None:
+    """Raise ``ChecksumError`` naming ``path`` unless it matches the checksum stored beside it."""
+    path, stored = Path(path), checksum_path(path)
+    if not stored.is_file():
+        raise ChecksumError(f"{path} has no checksum file {stored.name} beside it, so it cannot "
+                            f"be verified")
+    expected = stored.read_text(encoding="ascii", errors="replace").split()[:1]
+    if expected != [_sha256(path)]:
+        raise ChecksumError(f"{path} does not match its checksum in {stored.name}: the file "
+                            f"changed after it was written (corrupt or partly overwritten)")
