@@ -44,7 +44,10 @@ def execute(path: Path) -> float:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "psets"), *filter(None, paths)])
     os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
     start = time.perf_counter()
+    # The kernel listens on 127.0.0.1 only: its warning that TCP is unencrypted is noise here, so
+    # the kernel application logs errors only (as in scripts/grade.py; cell output is unaffected).
     NotebookClient(nb, timeout=3600, kernel_name="python3", record_timing=False,
+                   extra_arguments=["--IPKernelApp.log_level=ERROR"],
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - start
     for cell in nb.cells:
@@ -63,5 +66,7 @@ if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     for arg in sys.argv[1:]:
+        load = os.getloadavg()[0]
         secs = execute(Path(arg))
-        print(f"{arg}: executed in {secs:.0f} s (profile {os.environ.get('DGM_PROFILE', 'auto')})")
+        print(f"{arg}: executed in {secs:.0f} s (profile {os.environ.get('DGM_PROFILE', 'auto')}; "
+              f"load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end)")
