@@ -86,6 +86,17 @@ def test_truncated_idx_file_names_file_and_fix(tmp_path, monkeypatch):
             data.load_mnist("test", source=source)
 
 
+def test_over_long_idx_file_is_reported(tmp_path):
+    """A file longer than its header promises (two downloads appended, say) is corrupt too."""
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    data.write_idx(path, np.arange(10, dtype=np.uint8))
+    data.check_idx_file(path)                                   # the exact size passes
+    path.write_bytes(path.read_bytes() + b"\x00")
+    with pytest.raises(data.MNISTFileError, match=r"t10k-labels-idx1-ubyte has 19 bytes but its "
+                                                  r"header promises 18 \(shape \(10,\)\)"):
+        data.check_idx_file(path)
+
+
 def test_garbage_idx_file_is_reported(tmp_path):
     bad = tmp_path / "train-labels-idx1-ubyte"
     bad.write_bytes(b"<html>not found</html>")

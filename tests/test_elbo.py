@@ -80,6 +80,49 @@ def test_elbo_estimators_are_bounds_and_exact_at_the_true_posterior():
     assert (log_px - l1000).abs().max() < 0.5 * (log_px - a).min()
 
 
+def test_elbo_estimators_with_a_q_unlike_the_prior():
+    """Kills an analytic ELBO that adds the KL, and an SGVB estimator without log p(z) − log q(z).
+
+    With q = N(0, I) = p(z) both mistakes are invisible (KL = 0, log p(z) − log q(z) ≡ 0), so
+    here q is shifted and rescaled away from the prior and from the posterior.
+    """
+    x, log_px, log_lik, m, C = _linear_gaussian()
+    mu = m + 0.7
+    logvar = (C.diagonal() * 2.5).log().expand_as(m) + torch.tensor([0.0, -0.8], dtype=m.dtype)
+    gap = D.kl_divergence(D.MultivariateNormal(mu, torch.diag_embed(logvar.exp())),
+                          D.MultivariateNormal(m, C))  # log p(x) − ELBO, exactly
+    kl_prior = elbo.gaussian_kl(mu, logvar)
+    assert (kl_prior > 0.5).all()  # the KL term is far from zero: a sign error shows
+    torch.manual_seed(2)
+    a = elbo.elbo_analytic(x, mu, logvar, log_lik, n_samples=20_000)
+    s = elbo.elbo_sgvb(x, mu, logvar, log_lik, n_samples=20_000)
+    assert torch.allclose(a, log_px - gap, atol=0.05)
+    assert torch.allclose(s, log_px - gap, atol=0.05)
+
+
+def test_reparameterize_gradient_reaches_logvar():
+    """d z / d logvar = ½ σ ε: kills a ``logvar.detach()`` (or σ = exp(logvar)) in reparameterize.
+
+    Checked against central finite differences with the same noise (same generator seed).
+    """
+    mu = torch.tensor([[0.3, -1.0, 2.0]], dtype=torch.float64)
+    logvar = torch.tensor([[0.5, -1.2, 0.0]], dtype=torch.float64, requires_grad=True)
+
+    def f(lv):
+        z = elbo.reparameterize(mu, lv, 4, generator=torch.Generator().manual_seed(7))
+        return (z * torch.arange(1.0, 5.0, dtype=torch.float64)[:, None, None]).sum()
+
+    f(logvar).backward()
+    h = 1e-6
+    fd = torch.zeros_like(logvar)
+    for k in range(3):
+        e = torch.zeros_like(logvar)
+        e[0, k] = h
+        fd[0, k] = (f(logvar.detach() + e) - f(logvar.detach() - e)) / (2 * h)
+    assert logvar.grad is not None and logvar.grad.abs().min() > 1e-3
+    assert torch.allclose(logvar.grad, fd, rtol=1e-6, atol=1e-8)
+
+
 def test_iw_bound_is_exact_with_the_true_posterior_and_chunking_does_not_matter():
     x, log_px, log_lik, m, C = _linear_gaussian()
     # q with the posterior's mean and marginal variances: close to p(z|x), so L_k ≈ log p(x)

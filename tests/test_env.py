@@ -39,6 +39,22 @@ def test_seeding_makes_two_runs_identical():
     assert torch.randn(4).tolist() != (env.seed_everything(123), torch.randn(4).tolist())[1]
 
 
+def test_seed_everything_returns_a_generator_seeded_with_the_seed():
+    """Kills a returned generator left at torch's default seed (it is deterministic too)."""
+    draws = {seed: torch.randint(0, 10**6, (4,), generator=env.seed_everything(seed)).tolist()
+             for seed in (5, 6)}
+    assert draws[5] != draws[6]
+    assert draws[5] == torch.randint(0, 10**6, (4,), generator=torch.Generator().manual_seed(5)).tolist()
+    # numpy and random are seeded with the same seed, not a fixed one
+    env.seed_everything(5)
+    a = (random.random(), float(np.random.rand()))
+    env.seed_everything(6)
+    assert (random.random(), float(np.random.rand())) != a
+    random.seed(5)
+    np.random.seed(5)
+    assert (random.random(), float(np.random.rand())) == a
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, "3", True, None])
 def test_seed_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="seed must be a non-negative integer"):
