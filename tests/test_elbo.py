@@ -18,6 +18,23 @@ def test_gaussian_kl_matches_torch_distributions():
     assert torch.allclose(elbo.gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)), torch.zeros(3))
 
 
+def test_gaussian_kl_sums_over_the_last_dimension_only():
+    """Extra leading dimensions (S, B, K) stay: kills a sum over dimension 1 instead of −1."""
+    g = torch.Generator().manual_seed(2)
+    mu, logvar = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    q = D.Independent(D.Normal(mu, (0.5 * logvar).exp()), 1)
+    p = D.Independent(D.Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+    kl = elbo.gaussian_kl(mu, logvar)
+    assert kl.shape == (3, 4) and torch.allclose(kl, D.kl_divergence(q, p), atol=1e-5)
+
+
+def test_split_latent_halves_the_encoder_output():
+    for k in (2, 3):
+        h = torch.arange(4.0 * k).reshape(2, 2 * k)
+        mu, logvar = elbo.split_latent(h)
+        assert torch.equal(mu, h[:, :k]) and torch.equal(logvar, h[:, k:])
+
+
 def test_log_densities_match_torch_distributions():
     g = torch.Generator().manual_seed(1)
     mu, logvar, z = (torch.randn(5, 3, generator=g) for _ in range(3))
@@ -123,6 +140,36 @@ def test_reparameterize_gradient_reaches_logvar():
     assert torch.allclose(logvar.grad, fd, rtol=1e-6, atol=1e-8)
 
 
+def test_single_sample_defaults_and_l1_is_the_elbo():
+    """By default one z per data point; L_1 equals the one-sample SGVB ELBO drawn with the same
+    seed, and the analytic ELBO uses the same z (a fixed seed reproduces them by hand)."""
+    x, _, log_lik, m, C = _linear_gaussian()
+    mu, logvar = m + 0.3, C.diagonal().log().expand_as(m)
+    torch.manual_seed(5)
+    z = mu + (0.5 * logvar).exp() * torch.randn(1, *mu.shape, dtype=mu.dtype)
+    assert elbo.reparameterize(mu, logvar).shape == (1, *mu.shape)
+    by_hand = (log_lik(x, z) + D.Normal(0.0, 1.0).log_prob(z).sum(-1)
+               - D.Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1))[0]
+    for estimate in (lambda: elbo.elbo_sgvb(x, mu, logvar, log_lik),
+                     lambda: elbo.iw_bound(x, mu, logvar, log_lik, k=1)):
+        torch.manual_seed(5)
+        assert torch.allclose(estimate(), by_hand, atol=1e-10)
+    torch.manual_seed(5)
+    analytic = elbo.elbo_analytic(x, mu, logvar, log_lik)
+    assert torch.allclose(analytic, log_lik(x, z)[0] - elbo.gaussian_kl(mu, logvar), atol=1e-10)
+
+
+def test_iw_bound_draws_exactly_k_samples_in_chunks():
+    sizes = []
+
+    def log_lik(x, z):
+        sizes.append(z.shape[0])
+        return torch.zeros(z.shape[:2])
+
+    elbo.iw_bound(torch.zeros(2, 3), torch.zeros(2, 1), torch.zeros(2, 1), log_lik, k=17, chunk=5)
+    assert sizes == [5, 5, 5, 2]
+
+
 def test_iw_bound_is_exact_with_the_true_posterior_and_chunking_does_not_matter():
     x, log_px, log_lik, m, C = _linear_gaussian()
     # q with the posterior's mean and marginal variances: close to p(z|x), so L_k ≈ log p(x)
@@ -142,6 +189,12 @@ def test_bad_arguments_are_named():
         elbo.split_latent(torch.zeros(4))
     with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
         elbo.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
+        elbo.gaussian_kl(torch.zeros(2, 3), [[0.0] * 3] * 2)
+    for fn in (lambda mu, lv: elbo.reparameterize(mu, lv),
+               lambda mu, lv: elbo.iw_bound(torch.zeros(2, 3), mu, lv, lambda x, z: z.sum(-1), 3)):
+        with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
+            fn(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match="n_samples must be a positive integer, got 0"):
         elbo.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 0)
     with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
