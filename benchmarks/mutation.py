@@ -399,8 +399,9 @@ class _Trace:
 class _Runner:
     """A pytest plugin that, instead of running the tests once, runs them against every mutant."""
 
-    def __init__(self, modules: list[str], made: dict, trace_file: Path):
+    def __init__(self, modules: list[str], made: dict, trace_file: Path, previous: dict):
         self.modules, self.made, self.trace_file = modules, made, trace_file
+        self.previous = previous  # key → status of an earlier run: caught ones are not rerun
         self.results: list[Mutant] = []
 
     @pytest.hookimpl(tryfirst=True)
@@ -425,6 +426,8 @@ class _Runner:
                 m.tests = sorted(chosen, key=lambda n: own[n]["seconds"])
                 if m.key in EQUIVALENT:
                     m.status = "equivalent"
+                elif self.previous.get(m.key) in ("killed", "timeout"):
+                    m.status = self.previous[m.key]  # tests were only added since: still caught
                 elif not m.tests:
                     m.status = "no test runs it"
                 else:
@@ -467,6 +470,9 @@ def main(argv=None) -> int:
     ap.add_argument("--target", type=float, default=95.0, help="score needed for exit status 0")
     ap.add_argument("--json", type=Path, default=ROOT / "test-artifacts" / "mutation.json",
                     help="where to write every mutant's outcome")
+    ap.add_argument("--rerun", type=Path, metavar="JSON",
+                    help="an earlier run's JSON: run only the mutants that survived it (valid "
+                         "when tests were added since and the helpers did not change)")
     args = ap.parse_args(argv)
     modules = args.modules or list(MODULE_TESTS)
     unknown = [m for m in modules if m not in MODULE_TESTS]
@@ -485,7 +491,9 @@ def main(argv=None) -> int:
     _prepare()
     files = sorted({f for m in modules for f in MODULE_TESTS[m]})
     with tempfile.TemporaryDirectory() as tmp:
-        runner = _Runner(modules, made, Path(tmp) / "trace.json")
+        previous = ({m["key"]: m["status"] for m in json.loads(args.rerun.read_text())["mutants"]}
+                    if args.rerun else {})
+        runner = _Runner(modules, made, Path(tmp) / "trace.json", previous)
         os.chdir(ROOT)
         pytest.main(["-q", "-s", "-p", "no:cacheprovider", "-p", "no:nbval", "-o", "addopts=",
                      "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), *files],

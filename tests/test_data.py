@@ -1,5 +1,6 @@
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,6 +138,13 @@ def test_load_mnist_rejects_bad_arguments(monkeypatch):
     monkeypatch.setenv("DGM_DATA", "internet")
     with pytest.raises(ValueError, match="DGM_DATA.*'internet'"):
         data.load_mnist("train")
+
+
+def test_data_dir_defaults_to_data_at_the_repository_root(monkeypatch, tmp_path):
+    monkeypatch.delenv("DGM_DATA_DIR", raising=False)
+    assert data.data_dir() == Path(__file__).resolve().parents[1] / "data"
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    assert data.data_dir() == tmp_path
 
 
 def test_load_mnist_places_tensors_on_device():

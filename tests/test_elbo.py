@@ -195,6 +195,8 @@ def test_bad_arguments_are_named():
                lambda mu, lv: elbo.iw_bound(torch.zeros(2, 3), mu, lv, lambda x, z: z.sum(-1), 3)):
         with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
             fn(torch.zeros(2, 3), torch.zeros(2, 4))
+        with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
+            fn([[0.0] * 3] * 2, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="n_samples must be a positive integer, got 0"):
         elbo.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 0)
     with pytest.raises(ValueError, match="k must be a positive integer, got 0"):

@@ -154,6 +154,18 @@ def test_model_modes_during_training_evaluation_and_after():
     assert not model.training
 
 
+def test_progress_bar_counts_every_batch_and_follows_dgm_progress(monkeypatch, capsys):
+    model, opt, data = _problem()
+    train.fit(model, opt, mse, data, epochs=2, batch_size=24, progress=True, desc="regress")
+    err = capsys.readouterr().err
+    assert "regress" in err and "6/6" in err and "epoch=2" in err   # 64 / 24 → 3 batches × 2
+    for value, shown in (("0", False), ("no", False), ("1", True)):
+        monkeypatch.setenv("DGM_PROGRESS", value)
+        assert train._progress_default() is shown
+    monkeypatch.delenv("DGM_PROGRESS")
+    assert train._progress_default() is True
+
+
 def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
     state = {"w": torch.arange(3.0), "epoch": 4, "history": {"train_loss": [1.0, 0.5]}}
     path = train.save_checkpoint(tmp_path / "sub" / "c.pt", state)
