@@ -44,6 +44,16 @@ def test_offline_split_is_deterministic():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_offline_split_is_pinned():
+    """The offline split and order are part of the course's results (cached reference classifier,
+    notebook numbers): a change to the seeds or the split rule must be deliberate. If you change
+    them on purpose, bump metrics.CLASSIFIER_CACHE_VERSION and update these fingerprints."""
+    for split, labels, ink in (("train", [1, 1, 6, 2, 4, 9, 2, 7, 0, 2, 7, 4], 282.953),
+                               ("test", [7, 6, 5, 9, 5, 4, 6, 2, 9, 7, 6, 4], 255.263)):
+        x, y = data.load_mnist(split, source="offline")
+        assert y[:12].tolist() == labels and x[:3].sum().item() == pytest.approx(ink, abs=1e-3)
+
+
 def test_offline_digits_look_like_digits():
     """Real handwriting, not noise: the mean image has ink in the centre and none in the corners."""
     x, y = data.load_mnist("train", source="offline")
@@ -112,8 +122,9 @@ def test_auto_falls_back_to_offline_with_a_warning(tmp_path, monkeypatch):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
     monkeypatch.setattr(data, "_torchvision_mnist", no_network)
     monkeypatch.setattr(data, "_DOWNLOAD_FAILED", set())
-    with pytest.warns(RuntimeWarning, match=r"Could not download MNIST.*offline subset.*DGM_DATA=offline"):
+    with pytest.warns(RuntimeWarning, match=r"Could not download MNIST.*offline subset.*DGM_DATA=offline") as record:
         x, y = data.load_mnist("train", source="auto")
+    assert record[0].filename == __file__  # the warning points at the caller's line
     assert x.shape == (4000, 1, 28, 28)
     with warnings.catch_warnings():  # the test split neither retries nor warns again
         warnings.simplefilter("error")
@@ -150,6 +161,8 @@ def test_data_dir_defaults_to_data_at_the_repository_root(monkeypatch, tmp_path)
 def test_load_mnist_places_tensors_on_device():
     x, y = data.load_mnist("test", device="cpu", source="offline")
     assert x.device.type == "cpu" and y.device.type == "cpu"
+    x, y = data.load_mnist("test", device="meta", source="offline")  # any device but the CPU
+    assert x.device.type == "meta" and y.device.type == "meta"
 
 
 def test_write_idx_rejects_bad_arrays(tmp_path):
