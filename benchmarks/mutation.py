@@ -75,6 +75,28 @@ EQUIVALENT: dict[str, str] = {
     "elbo:iw_bound: number `100`":
         "the default chunk size only splits the k samples into other batches: the bound is the "
         "same estimator (test_iw_bound_is_exact_..._chunking_does_not_matter)",
+    "data:_offline_mnist: number `10`":
+        "range(11) over the digit classes adds a class 10 that has no images: the same split",
+    "data:batches: delete `order = order.to(tensors[0].device)`":
+        "indexing a tensor with a CPU index tensor works on every device: the move only saves a "
+        "host-to-device copy per batch",
+    "data:_offline_mnist: number `1` #2":
+        "numpy's reshape reads any negative size as 'the rest': reshape(-2, 1, 28, 28) is "
+        "reshape(-1, 1, 28, 28)",
+    "data:sample_torus: compare 0 `len(phi) < n`":
+        "one more rejection round after n angles are accepted: the extra ones are cut off by "
+        "phi[:n], the first n are the same",
+    "data:sample_torus: compare 0 `torch.rand(m, generator=gen, dtype=torch.float64) * (R + ...`":
+        "< vs <= between two continuous random numbers: differs with probability 0",
+    **{f"data:sample_torus: {m}": (
+        "the size of a proposal batch of the rejection sampler: the output is still an exact, "
+        "seeded sample of the same distribution (only which draws it uses changes)")
+       for m in ("Add `int(1.2 * (n - len(phi)) * (R + r) / R) + 16`",
+                 "Div `1.2 * (n - len(phi)) * (R + r) / R`",
+                 "Mult `1.2 * (n - len(phi)) * (R + r)`", "Mult `1.2 * (n - len(phi))`",
+                 "number `1.2`", "Sub `n - len(phi)`", "Add `R + r`", "number `16`")},
+    "data:_offline_arrays: number `1`":
+        "lru_cache(maxsize=2) on a function without arguments: it only ever holds one entry",
 }
 
 

@@ -87,6 +87,29 @@ def test_torchvision_loader_reads_idx_files_written_from_shipped_digits(tmp_path
     assert torch.allclose(x, xo) and torch.equal(y, yo)
 
 
+def test_mnist_source_tells_the_full_splits_from_the_subset():
+    assert [data.mnist_source(torch.zeros(n)) for n in (60_000, 10_000, 4_000, 1_000)] == [
+        "download", "download", "offline", "offline"]
+
+
+def test_torchvision_loader_asks_for_the_download(tmp_path, monkeypatch):
+    """The split and download=True reach torchvision (files already there are not re-fetched)."""
+    calls = []
+
+    class FakeMNIST:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            self.data, self.targets = torch.zeros(3, 28, 28, dtype=torch.uint8), torch.arange(3)
+
+    import torchvision.datasets
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    x, y = data.load_mnist("test", source="download")
+    assert calls == [(str(tmp_path), False, True)] and x.shape == (3, 1, 28, 28)
+    data.load_mnist("train", source="download")
+    assert calls[1] == (str(tmp_path), True, True)
+
+
 def test_truncated_idx_file_names_file_and_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     _write_raw(tmp_path, "train", n=50)
@@ -168,6 +191,17 @@ def test_load_mnist_places_tensors_on_device():
 def test_write_idx_rejects_bad_arrays(tmp_path):
     with pytest.raises(ValueError, match="uint8 with 1 or 3 dimensions"):
         data.write_idx(tmp_path / "f", np.zeros((2, 2), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8 with 1 or 3 dimensions, got int64"):
+        data.write_idx(tmp_path / "f", [1, 2, 3])  # a list is read as an array first
+
+
+def test_check_idx_file_takes_a_string_and_spots_a_short_header(tmp_path):
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    data.write_idx(path, np.zeros((2, 28, 28), dtype=np.uint8))
+    data.check_idx_file(str(path))
+    path.write_bytes(path.read_bytes()[:12])  # magic + two of the three sizes
+    with pytest.raises(data.MNISTFileError, match="truncated inside its header"):
+        data.check_idx_file(str(path))
 
 
 # ----------------------------------------------------------------------------- binarisation
@@ -182,11 +216,19 @@ def test_binarize_is_bernoulli_of_the_intensity():
     assert not torch.equal(b, data.binarize(x, generator=torch.Generator().manual_seed(1)))
 
 
+def test_binarize_keeps_zero_and_one():
+    x = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    assert torch.equal(data.binarize(x, generator=torch.Generator().manual_seed(0)), x)
+
+
 def test_binarize_rejects_bad_input():
     with pytest.raises(TypeError, match="floating-point tensor"):
         data.binarize(torch.ones(3, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*255"):
         data.binarize(torch.tensor([0.0, 255.0]))
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+            data.binarize(torch.tensor([0.5, bad]))
 
 
 # ----------------------------------------------------------------------------- batching
@@ -201,6 +243,10 @@ def test_batches_cover_every_index_once_per_epoch():
     assert sorted(seen) == list(range(10)) and seen != list(range(10))
     sizes = [len(b[0]) for b in data.batches(x, batch_size=4, drop_last=True)]
     assert sizes == [4, 4]
+    assert [len(b[0]) for b in data.batches(x, batch_size=3, drop_last=True)] == [3, 3, 3]
+    assert [len(b[0]) for b in data.batches(x, batch_size=3)] == [3, 3, 3, 1]
+    singles = [b[0] for b in data.batches(x, batch_size=1, shuffle=False)]
+    assert torch.equal(torch.cat(singles), x)
 
 
 def test_batches_same_generator_same_order():
@@ -245,6 +291,24 @@ def test_torus_tube_angle_follows_the_area_density():
     # the uniform-φ sampler (the common mistake) is rejected by the same test
     wrong = np.random.default_rng(0).uniform(0, 2 * np.pi, 20_000)
     assert stats.kstest(wrong, cdf).pvalue < 1e-6
+
+
+def test_torus_points_are_built_from_the_returned_angles():
+    R, r = 1.0, 0.6
+    pts, theta, phi = data.sample_torus(300, R=R, r=r, seed=2, return_angles=True)
+    ring = R + r * torch.cos(phi.double())
+    want = torch.stack([ring * torch.cos(theta.double()), ring * torch.sin(theta.double()),
+                        r * torch.sin(phi.double())], 1)
+    assert torch.allclose(pts.double(), want, atol=1e-5)
+    assert ((0 <= phi) & (phi < 2 * math.pi)).all() and ((0 <= theta) & (theta < 2 * math.pi)).all()
+
+
+def test_torus_default_radii_are_1_and_0_4():
+    assert data.sample_torus(1).shape == (1, 3)
+    assert torch.equal(data.sample_torus(50), data.sample_torus(50, seed=0))  # default seed 0
+    pts = data.sample_torus(500)
+    assert torus_surface_distance(pts, R=1.0, r=0.4).max() < 1e-5
+    assert torus_surface_distance(pts).max() < 1e-5  # the metric's defaults are the same torus
 
 
 def test_torus_seed_reproducible_and_distinct():
