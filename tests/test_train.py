@@ -28,6 +28,14 @@ def test_fit_records_history_and_learns():
     assert not model.training  # left in eval mode
 
 
+def test_zero_epochs_is_a_no_op():
+    model, opt, data = _problem()
+    before = [p.detach().clone() for p in model.parameters()]
+    hist = train.fit(model, opt, mse, data, epochs=0, batch_size=16, progress=False)
+    assert hist == {"train_loss": [], "eval_loss": [], "lr": [], "seconds": []}
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def test_gradient_clipping_bounds_the_update():
     """With SGD at lr 1 and clip 1e-3, no parameter may move by more than 1e-3 in one step."""
     model, _, (x, y) = _problem()
@@ -122,14 +130,15 @@ def test_fresh_run_seeds_torch_itself():
 
     The global state before the call must not matter; another seed gives another run.
     """
-    def run(global_seed, seed):
+    def run(global_seed, **seed):
         model, opt, data = _problem(0)
         torch.manual_seed(global_seed)
-        train.fit(model, opt, mse, data, epochs=2, batch_size=16, seed=seed, progress=False)
+        train.fit(model, opt, mse, data, epochs=2, batch_size=16, progress=False, **seed)
         return torch.cat([p.detach().flatten() for p in model.parameters()])
 
     assert torch.equal(run(1, seed=4), run(2, seed=4))
     assert not torch.equal(run(1, seed=4), run(1, seed=5))
+    assert torch.equal(run(1), run(2, seed=0))  # the default seed is 0
 
 
 def test_model_modes_during_training_evaluation_and_after():
