@@ -173,6 +173,9 @@ def test_progress_bar_counts_every_batch_and_follows_dgm_progress(monkeypatch, c
         assert train._progress_default() is shown
     monkeypatch.delenv("DGM_PROGRESS")
     assert train._progress_default() is True
+    capsys.readouterr()
+    train.fit(model, opt, mse, data, epochs=1, batch_size=32, desc="by-default")  # progress=None
+    assert "by-default" in capsys.readouterr().err
 
 
 def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
