@@ -425,8 +425,9 @@ class _Trace:
 class _Runner:
     """A pytest plugin that, instead of running the tests once, runs them against every mutant."""
 
-    def __init__(self, modules: list[str], made: dict, trace_file: Path, previous: dict):
-        self.modules, self.made, self.trace_file = modules, made, trace_file
+    def __init__(self, modules: list[str], made: dict, trace_file: Path, previous: dict,
+                 out: Path):
+        self.modules, self.made, self.trace_file, self.out = modules, made, trace_file, out
         self.previous = previous  # key → status of an earlier run: caught ones are not rerun
         self.results: list[Mutant] = []
 
@@ -472,6 +473,7 @@ class _Runner:
                 if m.status in ("survived", "no test runs it"):
                     print(f"  survived  {m.key}  (line {m.line})", flush=True)
             _summary([r for r in self.results if r.module == module], module)
+            _write(self.out, self.results, {"partial": True})  # a long run can be stopped
         return True
 
 
@@ -498,7 +500,7 @@ def main(argv=None) -> int:
     ap.add_argument("--target", type=float, default=95.0, help="score needed for exit status 0")
     ap.add_argument("--json", type=Path, default=ROOT / "test-artifacts" / "mutation.json",
                     help="where to write every mutant's outcome")
-    ap.add_argument("--rerun", type=Path, metavar="JSON",
+    ap.add_argument("--rerun", type=Path, metavar="JSON", nargs="+", default=[],
                     help="an earlier run's JSON: run only the mutants that survived it (valid "
                          "when tests were added since and the helpers did not change)")
     args = ap.parse_args(argv)
@@ -519,9 +521,9 @@ def main(argv=None) -> int:
     _prepare()
     files = sorted({f for m in modules for f in MODULE_TESTS[m]})
     with tempfile.TemporaryDirectory() as tmp:
-        previous = ({m["key"]: m["status"] for m in json.loads(args.rerun.read_text())["mutants"]}
-                    if args.rerun else {})
-        runner = _Runner(modules, made, Path(tmp) / "trace.json", previous)
+        previous = {m["key"]: m["status"] for f in args.rerun
+                    for m in json.loads(f.read_text())["mutants"]}
+        runner = _Runner(modules, made, Path(tmp) / "trace.json", previous, args.json)
         os.chdir(ROOT)
         pytest.main(["-q", "-s", "-p", "no:cacheprovider", "-p", "no:nbval", "-o", "addopts=",
                      "--rootdir", str(ROOT), "-c", str(ROOT / "pyproject.toml"), *files],
@@ -536,12 +538,16 @@ def main(argv=None) -> int:
             print(f"  note: EQUIVALENT names a mutant that no longer exists: {key}")
     print(f"wall time {wall:.0f} s; load average at start {load_start[0]:.2f}, at end "
           f"{load_end[0]:.2f} (this machine's {os.cpu_count()} CPUs are shared)")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
-        "score": score, "wall_seconds": wall, "load_start": load_start, "load_end": load_end,
-        "mutants": [{"key": r.key, "line": r.line, "status": r.status, "seconds": r.seconds,
-                     "tests": len(r.tests)} for r in results]}, indent=1))
+    _write(args.json, results, {"score": score, "wall_seconds": wall, "load_start": load_start,
+                                "load_end": load_end})
     return 0 if score >= args.target else 1
+
+
+def _write(path: Path, results: list[Mutant], facts: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**facts, "mutants": [
+        {"key": r.key, "line": r.line, "status": r.status, "seconds": r.seconds,
+         "tests": len(r.tests)} for r in results]}, indent=1))
 
 
 def _summary(results: list[Mutant], name: str) -> float:

@@ -104,6 +104,18 @@ def test_resume_restores_the_scheduler_mid_schedule(tmp_path):
         assert torch.allclose(pa, pb, atol=1e-7)
 
 
+def test_resume_with_or_without_a_scheduler_either_way(tmp_path):
+    """A checkpoint written with a scheduler resumes without one, and the other way round."""
+    for first, second in ((True, False), (False, True)):
+        ckpt = tmp_path / f"{first}.pt"
+        for epochs, with_sched in ((1, first), (2, second)):
+            model, opt, data = _problem()
+            sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.5) if with_sched else None
+            hist = train.fit(model, opt, mse, data, epochs=epochs, batch_size=32, scheduler=sched,
+                             checkpoint=ckpt, resume=True, progress=False)
+        assert len(hist["train_loss"]) == 2
+
+
 def test_history_holds_the_epoch_mean_loss_and_eval_values():
     """train_loss is the mean loss over the epoch's images (batches weighted by their size).
 
