@@ -116,6 +116,27 @@ def test_resume_with_or_without_a_scheduler_either_way(tmp_path):
         assert len(hist["train_loss"]) == 2
 
 
+def test_gpu_random_state_is_saved_and_restored_only_with_cuda(tmp_path, monkeypatch):
+    """On a CUDA machine the checkpoint carries every GPU's generator state and a resume restores
+    it; a machine without CUDA ignores that entry (faked here: this test runs on any machine)."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.arange(4, dtype=torch.uint8)])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(list(states)))
+    model, _, data = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)  # Adam's step would query the fake GPU
+    ckpt = tmp_path / "gpu.pt"
+    train.fit(model, opt, mse, data, epochs=1, batch_size=32, checkpoint=ckpt, progress=False)
+    assert torch.equal(train.load_checkpoint(ckpt)["cuda_rng"][0], torch.arange(4, dtype=torch.uint8))
+    train.fit(model, opt, mse, data, epochs=2, batch_size=32, checkpoint=ckpt, resume=True,
+              progress=False)
+    assert len(restored) == 1 and torch.equal(restored[0][0], torch.arange(4, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    train.fit(model, opt, mse, data, epochs=3, batch_size=32, checkpoint=ckpt, resume=True,
+              progress=False)
+    assert len(restored) == 1 and "cuda_rng" not in train.load_checkpoint(ckpt)
+
+
 def test_history_holds_the_epoch_mean_loss_and_eval_values():
     """train_loss is the mean loss over the epoch's images (batches weighted by their size).
 
