@@ -244,6 +244,8 @@ def test_batches_cover_every_index_once_per_epoch():
     sizes = [len(b[0]) for b in data.batches(x, batch_size=4, drop_last=True)]
     assert sizes == [4, 4]
     assert [len(b[0]) for b in data.batches(x, batch_size=3, drop_last=True)] == [3, 3, 3]
+    eleven = torch.arange(11)
+    assert [len(b[0]) for b in data.batches(eleven, batch_size=4, drop_last=True)] == [4, 4]
     assert [len(b[0]) for b in data.batches(x, batch_size=3)] == [3, 3, 3, 1]
     singles = [b[0] for b in data.batches(x, batch_size=1, shuffle=False)]
     assert torch.equal(torch.cat(singles), x)

@@ -56,7 +56,12 @@ def test_figures_carry_their_labels_scales_and_limits():
     assert img.get_clim() == (0, 1) and img.get_cmap().name == "gray" and not ax.axison
     assert ax.get_title() == "samples" and img.get_array()[0, 0, 0] == 1.0   # white padding
     assert img.get_array().shape[:2] == (2 + 2 * 6, 2 + 2 * 6)               # 2 rows of 2
-    assert plot.image_grid(x).get_title() == "" and plot.image_grid(x).get_figure() is not ax.get_figure()
+    assert img.get_array()[2, 2, 0] == 0.5                                   # the image itself
+    assert plot.image_grid(x).get_title() == ""
+    assert plot.image_grid(x, nrow=1).images[0].get_array().shape[:2] == (2 + 3 * 6, 2 + 6)
+    rgb = torch.rand(16, 3, 4, 4) * 3 - 1                                    # out of range: clipped
+    arr = plot.image_grid(rgb).images[0].get_array()                         # default: 8 per row
+    assert arr.shape == (2 + 2 * 6, 2 + 8 * 6, 3) and arr.min() >= 0 and arr.max() <= 1
 
     ax = plot.loss_curves({"train_loss": [3, 2, 1], "eval_loss": [4, 3, 2]}, logy=True, title="L")
     assert ax.get_yscale() == "log" and ax.get_xlabel() == "epoch" and ax.get_ylabel() == "loss"
