@@ -95,6 +95,8 @@ EQUIVALENT: dict[str, str] = {
                  "Div `1.2 * (n - len(phi)) * (R + r) / R`",
                  "Mult `1.2 * (n - len(phi)) * (R + r)`", "Mult `1.2 * (n - len(phi))`",
                  "number `1.2`", "Sub `n - len(phi)`", "Add `R + r`", "number `16`")},
+    "train:fit: number `0` #5":
+        "len(data[1]) for len(data[0]) in the bar's length: batches() requires equal lengths",
     "data:_offline_arrays: number `1`":
         "lru_cache(maxsize=2) on a function without arguments: it only ever holds one entry",
 }

@@ -196,11 +196,16 @@ def test_model_modes_during_training_evaluation_and_after():
     assert not model.training
 
 
-def test_progress_bar_counts_every_batch_and_follows_dgm_progress(monkeypatch, capsys):
+def test_progress_bar_counts_every_batch_and_follows_dgm_progress(monkeypatch, capsys, tmp_path):
     model, opt, data = _problem()
-    train.fit(model, opt, mse, data, epochs=2, batch_size=24, progress=True, desc="regress")
+    ckpt = tmp_path / "bar.pt"
+    train.fit(model, opt, mse, data, epochs=2, batch_size=24, progress=True, desc="regress",
+              checkpoint=ckpt)
     err = capsys.readouterr().err
     assert "regress" in err and "6/6" in err and "epoch=2" in err   # 64 / 24 → 3 batches × 2
+    train.fit(model, opt, mse, data, epochs=3, batch_size=24, progress=True, checkpoint=ckpt,
+              resume=True)
+    assert "3/3" in capsys.readouterr().err                          # only the epoch left to run
     for value, shown in (("0", False), ("no", False), ("1", True)):
         monkeypatch.setenv("DGM_PROGRESS", value)
         assert train._progress_default() is shown
