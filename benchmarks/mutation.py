@@ -112,6 +112,11 @@ EQUIVALENT: dict[str, str] = {
                  "number `1.2`", "Sub `n - len(phi)`", "Add `R + r`", "number `16`")},
     "train:fit: number `0` #5":
         "len(data[1]) for len(data[0]) in the bar's length: batches() requires equal lengths",
+    **{f"train:fit: number `0` #{i}": "batch[1] for batch[0] in a batch size: every tensor of "
+       "a batch has the same length" for i in (8, 9)},
+    **{f"plot:image_grid: {k}": "imshow clips RGB floats to [0, 1] (make_grid turns grey images "
+       "into RGB), so an upper clamp at 2 or padding of 2.0 shows the same figure"
+       for k in ("number `1` #4", "number `1.0`")},
     "data:_offline_arrays: number `1`":
         "lru_cache(maxsize=2) on a function without arguments: it only ever holds one entry",
 }

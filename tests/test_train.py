@@ -201,11 +201,11 @@ def test_progress_bar_counts_every_batch_and_follows_dgm_progress(monkeypatch, c
     ckpt = tmp_path / "bar.pt"
     train.fit(model, opt, mse, data, epochs=2, batch_size=24, progress=True, desc="regress",
               checkpoint=ckpt)
-    err = capsys.readouterr().err
-    assert "regress" in err and "6/6" in err and "epoch=2" in err   # 64 / 24 → 3 batches × 2
+    last = capsys.readouterr().err.strip().split("\r")[-1]          # the bar as it was left
+    assert last.startswith("regress: 100%") and " 6/6 " in last and "epoch=2" in last  # 3 × 2
     train.fit(model, opt, mse, data, epochs=3, batch_size=24, progress=True, checkpoint=ckpt,
               resume=True)
-    assert "3/3" in capsys.readouterr().err                          # only the epoch left to run
+    assert " 3/3 " in capsys.readouterr().err.strip().split("\r")[-1]  # only the epoch left
     for value, shown in (("0", False), ("no", False), ("1", True)):
         monkeypatch.setenv("DGM_PROGRESS", value)
         assert train._progress_default() is shown
