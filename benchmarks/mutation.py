@@ -117,6 +117,9 @@ EQUIVALENT: dict[str, str] = {
     **{f"plot:image_grid: {k}": "imshow clips RGB floats to [0, 1] (make_grid turns grey images "
        "into RGB), so an upper clamp at 2 or padding of 2.0 shows the same figure"
        for k in ("number `1` #4", "number `1.0`")},
+    "nets:sinusoidal_embedding: FloorDiv `dim // 2`":
+        "dim is even, so dim / 2 is the same number as a float: arange(4.0) and / 4.0 give the "
+        "same frequencies",
     "data:_offline_arrays: number `1`":
         "lru_cache(maxsize=2) on a function without arguments: it only ever holds one entry",
 }

@@ -119,6 +119,11 @@ def test_bad_config(kwargs, message):
         nets.UNetConfig(**kwargs)
 
 
+def test_config_is_immutable():
+    with pytest.raises(AttributeError):
+        SMALL.base_channels = 16
+
+
 def test_bad_inputs():
     model = nets.UNet(SMALL)
     with pytest.raises(ValueError, match=r"x must have shape \(B, 1, H, W\) .* got \(2, 3, 28, 28\)"):
