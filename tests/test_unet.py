@@ -119,6 +119,21 @@ def test_bad_config(kwargs, message):
         nets.UNetConfig(**kwargs)
 
 
+def test_default_network_is_the_one_the_notebooks_describe():
+    """UNetConfig() is the network of the diffusion notebooks (their timings and results): 32
+    channels, mults (1, 2, 2), one block per level, attention at 7 × 7."""
+    cfg = nets.UNetConfig()
+    assert (cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks, cfg.attention) == (
+        32, (1, 2, 2), 1, True)
+    assert nets.count_parameters(nets.UNet()) == 1_062_497
+
+
+def test_config_accepts_valid_edge_cases_and_rejects_a_zero_mult():
+    nets.UNetConfig(base_channels=8, groups=8, channel_mults=(1, 2), num_heads=2)  # 8·2 % 8 == 0
+    with pytest.raises(ValueError, match="non-empty tuple of positive integers"):
+        nets.UNetConfig(channel_mults=(1, 0))
+
+
 def test_config_is_immutable():
     with pytest.raises(AttributeError):
         SMALL.base_channels = 16
