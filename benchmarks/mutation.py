@@ -120,6 +120,11 @@ EQUIVALENT: dict[str, str] = {
     "nets:sinusoidal_embedding: FloorDiv `dim // 2`":
         "dim is even, so dim / 2 is the same number as a float: arange(4.0) and / 4.0 give the "
         "same frequencies",
+    "train:fit: delete `bar.close()`":
+        "tqdm closes a bar when it is garbage-collected, which happens as fit returns",
+    "train:atomic_write: bool constant `True` #3":
+        "unlink(missing_ok=False): the temporary file always exists when the except branch runs "
+        "(mkstemp made it; os.replace, the last step, either moved it or raised)",
     "data:_offline_arrays: number `1`":
         "lru_cache(maxsize=2) on a function without arguments: it only ever holds one entry",
 }

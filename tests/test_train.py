@@ -221,8 +221,8 @@ def test_progress_bar_counts_every_batch_and_follows_dgm_progress(monkeypatch, c
 
 def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
     state = {"w": torch.arange(3.0), "epoch": 4, "history": {"train_loss": [1.0, 0.5]}}
-    path = train.save_checkpoint(tmp_path / "sub" / "c.pt", state)
-    back = train.load_checkpoint(path)
+    path = train.save_checkpoint(str(tmp_path / "sub" / "deeper" / "c.pt"), state)  # str paths
+    back = train.load_checkpoint(str(path))
     assert torch.equal(back["w"], state["w"]) and back["epoch"] == 4
     assert back["history"] == state["history"]
 
