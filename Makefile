@@ -36,6 +36,12 @@ site: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_batching.py
 
+# Mutation testing of psets/helpers (minutes, not part of `make test`): see the README section.
+.PHONY: mutation
+mutation: $(STAMP)
+	$(BIN)/python benchmarks/planted_bugs.py
+	$(BIN)/python benchmarks/mutation.py
+
 # Re-run every notebook in place (profile from DGM_PROFILE, default by device) for committing.
 notebooks: $(STAMP)
 	$(BIN)/python scripts/execute_notebooks.py psets/*.ipynb

@@ -1,5 +1,6 @@
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +44,16 @@ def test_offline_split_is_deterministic():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_offline_split_is_pinned():
+    """The offline split and order are part of the course's results (cached reference classifier,
+    notebook numbers): a change to the seeds or the split rule must be deliberate. If you change
+    them on purpose, bump metrics.CLASSIFIER_CACHE_VERSION and update these fingerprints."""
+    for split, labels, ink in (("train", [1, 1, 6, 2, 4, 9, 2, 7, 0, 2, 7, 4], 282.953),
+                               ("test", [7, 6, 5, 9, 5, 4, 6, 2, 9, 7, 6, 4], 255.263)):
+        x, y = data.load_mnist(split, source="offline")
+        assert y[:12].tolist() == labels and x[:3].sum().item() == pytest.approx(ink, abs=1e-3)
+
+
 def test_offline_digits_look_like_digits():
     """Real handwriting, not noise: the mean image has ink in the centre and none in the corners."""
     x, y = data.load_mnist("train", source="offline")
@@ -76,6 +87,29 @@ def test_torchvision_loader_reads_idx_files_written_from_shipped_digits(tmp_path
     assert torch.allclose(x, xo) and torch.equal(y, yo)
 
 
+def test_mnist_source_tells_the_full_splits_from_the_subset():
+    assert [data.mnist_source(torch.zeros(n)) for n in (60_000, 10_000, 4_000, 1_000)] == [
+        "download", "download", "offline", "offline"]
+
+
+def test_torchvision_loader_asks_for_the_download(tmp_path, monkeypatch):
+    """The split and download=True reach torchvision (files already there are not re-fetched)."""
+    calls = []
+
+    class FakeMNIST:
+        def __init__(self, root, train, download):
+            calls.append((root, train, download))
+            self.data, self.targets = torch.zeros(3, 28, 28, dtype=torch.uint8), torch.arange(3)
+
+    import torchvision.datasets
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    x, y = data.load_mnist("test", source="download")
+    assert calls == [(str(tmp_path), False, True)] and x.shape == (3, 1, 28, 28)
+    data.load_mnist("train", source="download")
+    assert calls[1] == (str(tmp_path), True, True)
+
+
 def test_truncated_idx_file_names_file_and_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
     _write_raw(tmp_path, "train", n=50)
@@ -84,6 +118,17 @@ def test_truncated_idx_file_names_file_and_fix(tmp_path, monkeypatch):
     for source in ("download", "auto"):  # auto must not hide a corrupt file behind the fallback
         with pytest.raises(data.MNISTFileError, match=r"t10k-images-idx3-ubyte.*truncated.*Delete"):
             data.load_mnist("test", source=source)
+
+
+def test_over_long_idx_file_is_reported(tmp_path):
+    """A file longer than its header promises (two downloads appended, say) is corrupt too."""
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    data.write_idx(path, np.arange(10, dtype=np.uint8))
+    data.check_idx_file(path)                                   # the exact size passes
+    path.write_bytes(path.read_bytes() + b"\x00")
+    with pytest.raises(data.MNISTFileError, match=r"t10k-labels-idx1-ubyte has 19 bytes but its "
+                                                  r"header promises 18 \(shape \(10,\)\)"):
+        data.check_idx_file(path)
 
 
 def test_garbage_idx_file_is_reported(tmp_path):
@@ -100,8 +145,9 @@ def test_auto_falls_back_to_offline_with_a_warning(tmp_path, monkeypatch):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
     monkeypatch.setattr(data, "_torchvision_mnist", no_network)
     monkeypatch.setattr(data, "_DOWNLOAD_FAILED", set())
-    with pytest.warns(RuntimeWarning, match=r"Could not download MNIST.*offline subset.*DGM_DATA=offline"):
+    with pytest.warns(RuntimeWarning, match=r"Could not download MNIST.*offline subset.*DGM_DATA=offline") as record:
         x, y = data.load_mnist("train", source="auto")
+    assert record[0].filename == __file__  # the warning points at the caller's line
     assert x.shape == (4000, 1, 28, 28)
     with warnings.catch_warnings():  # the test split neither retries nor warns again
         warnings.simplefilter("error")
@@ -128,14 +174,34 @@ def test_load_mnist_rejects_bad_arguments(monkeypatch):
         data.load_mnist("train")
 
 
+def test_data_dir_defaults_to_data_at_the_repository_root(monkeypatch, tmp_path):
+    monkeypatch.delenv("DGM_DATA_DIR", raising=False)
+    assert data.data_dir() == Path(__file__).resolve().parents[1] / "data"
+    monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    assert data.data_dir() == tmp_path
+
+
 def test_load_mnist_places_tensors_on_device():
     x, y = data.load_mnist("test", device="cpu", source="offline")
     assert x.device.type == "cpu" and y.device.type == "cpu"
+    x, y = data.load_mnist("test", device="meta", source="offline")  # any device but the CPU
+    assert x.device.type == "meta" and y.device.type == "meta"
 
 
 def test_write_idx_rejects_bad_arrays(tmp_path):
     with pytest.raises(ValueError, match="uint8 with 1 or 3 dimensions"):
         data.write_idx(tmp_path / "f", np.zeros((2, 2), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint8 with 1 or 3 dimensions, got int64"):
+        data.write_idx(tmp_path / "f", [1, 2, 3])  # a list is read as an array first
+
+
+def test_check_idx_file_takes_a_string_and_spots_a_short_header(tmp_path):
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    data.write_idx(path, np.zeros((2, 28, 28), dtype=np.uint8))
+    data.check_idx_file(str(path))
+    path.write_bytes(path.read_bytes()[:12])  # magic + two of the three sizes
+    with pytest.raises(data.MNISTFileError, match="truncated inside its header"):
+        data.check_idx_file(str(path))
 
 
 # ----------------------------------------------------------------------------- binarisation
@@ -150,11 +216,19 @@ def test_binarize_is_bernoulli_of_the_intensity():
     assert not torch.equal(b, data.binarize(x, generator=torch.Generator().manual_seed(1)))
 
 
+def test_binarize_keeps_zero_and_one():
+    x = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    assert torch.equal(data.binarize(x, generator=torch.Generator().manual_seed(0)), x)
+
+
 def test_binarize_rejects_bad_input():
     with pytest.raises(TypeError, match="floating-point tensor"):
         data.binarize(torch.ones(3, dtype=torch.uint8))
     with pytest.raises(ValueError, match=r"probabilities in \[0, 1\].*255"):
         data.binarize(torch.tensor([0.0, 255.0]))
+    for bad in (1.5, -0.1):
+        with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+            data.binarize(torch.tensor([0.5, bad]))
 
 
 # ----------------------------------------------------------------------------- batching
@@ -169,6 +243,12 @@ def test_batches_cover_every_index_once_per_epoch():
     assert sorted(seen) == list(range(10)) and seen != list(range(10))
     sizes = [len(b[0]) for b in data.batches(x, batch_size=4, drop_last=True)]
     assert sizes == [4, 4]
+    assert [len(b[0]) for b in data.batches(x, batch_size=3, drop_last=True)] == [3, 3, 3]
+    eleven = torch.arange(11)
+    assert [len(b[0]) for b in data.batches(eleven, batch_size=4, drop_last=True)] == [4, 4]
+    assert [len(b[0]) for b in data.batches(x, batch_size=3)] == [3, 3, 3, 1]
+    singles = [b[0] for b in data.batches(x, batch_size=1, shuffle=False)]
+    assert torch.equal(torch.cat(singles), x)
 
 
 def test_batches_same_generator_same_order():
@@ -213,6 +293,24 @@ def test_torus_tube_angle_follows_the_area_density():
     # the uniform-φ sampler (the common mistake) is rejected by the same test
     wrong = np.random.default_rng(0).uniform(0, 2 * np.pi, 20_000)
     assert stats.kstest(wrong, cdf).pvalue < 1e-6
+
+
+def test_torus_points_are_built_from_the_returned_angles():
+    R, r = 1.0, 0.6
+    pts, theta, phi = data.sample_torus(300, R=R, r=r, seed=2, return_angles=True)
+    ring = R + r * torch.cos(phi.double())
+    want = torch.stack([ring * torch.cos(theta.double()), ring * torch.sin(theta.double()),
+                        r * torch.sin(phi.double())], 1)
+    assert torch.allclose(pts.double(), want, atol=1e-5)
+    assert ((0 <= phi) & (phi < 2 * math.pi)).all() and ((0 <= theta) & (theta < 2 * math.pi)).all()
+
+
+def test_torus_default_radii_are_1_and_0_4():
+    assert data.sample_torus(1).shape == (1, 3)
+    assert torch.equal(data.sample_torus(50), data.sample_torus(50, seed=0))  # default seed 0
+    pts = data.sample_torus(500)
+    assert torus_surface_distance(pts, R=1.0, r=0.4).max() < 1e-5
+    assert torus_surface_distance(pts).max() < 1e-5  # the metric's defaults are the same torus
 
 
 def test_torus_seed_reproducible_and_distinct():

@@ -192,7 +192,83 @@ def test_training_loss_is_zero_for_the_oracle_of_a_point_mass():
     assert dif.training_loss(lambda x, t: torch.zeros_like(x), x0, s).item() == pytest.approx(1, abs=0.15)
 
 
+def test_training_loss_draws_every_step_from_1_to_T():
+    """t ~ Uniform{1..T}: kills t drawn from 0..T (the clean image, ᾱ_0 = 1) or from 1..T−1."""
+    s = dif.linear_schedule(50)
+    seen = []
+
+    def spy(xt, t):
+        seen.append(t.clone())
+        return torch.zeros_like(xt)
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        dif.training_loss(spy, torch.zeros(500, 1, 2, 2), s, g)
+    t = torch.cat(seen)
+    assert t.dtype == torch.int64 and t.min().item() == 1 and t.max().item() == s.T
+    counts = torch.bincount(t, minlength=s.T + 1)[1:].double()   # 5,000 draws, 100 per step
+    assert counts.min() > 60 and counts.max() < 145             # uniform within ±4 sd
+
+
 # ----------------------------------------------------------------------------- samplers
+
+def _eps_model(x, t):
+    """A made-up ε-predictor that depends on x_t and t (not an optimum of anything)."""
+    return 0.4 * torch.tanh(x) + 0.002 * t.to(x.dtype)[:, None, None, None]
+
+
+@pytest.mark.parametrize("variance", ["posterior", "beta"])
+def test_p_mean_variance_and_p_sample_against_ho_et_al(variance):
+    """Mean (Ho et al. eq. 11) and both variances σ_t² = β̃_t or β_t, then the step itself.
+
+    Kills: β̃_t and β_t swapped, σ_t² taken at t − 1, a mean without the 1/√α_t, noise added at
+    t = 1, and noise not scaled by σ_t.
+    """
+    s = dif.linear_schedule(100)
+    g = torch.Generator().manual_seed(0)
+    xt = torch.randn(4, 1, 3, 3, generator=g, dtype=torch.float64)
+    t = torch.tensor([1, 2, 40, 100])
+    mean, var, x0_hat = dif.p_mean_variance(_eps_model, xt, t, s, clip_denoised=False,
+                                            variance=variance)
+    beta, alpha, ab = (s.beta[t].view(-1, 1, 1, 1), s.alpha[t].view(-1, 1, 1, 1),
+                       s.alpha_bar[t].view(-1, 1, 1, 1))
+    ab_prev = s.alpha_bar[t - 1].view(-1, 1, 1, 1)
+    eps = _eps_model(xt, t)
+    assert torch.allclose(mean, (xt - beta / (1 - ab).sqrt() * eps) / alpha.sqrt(), atol=1e-6)
+    assert torch.allclose(x0_hat, (xt - (1 - ab).sqrt() * eps) / ab.sqrt(), atol=1e-6)
+    want_var = (1 - ab_prev) / (1 - ab) * beta if variance == "posterior" else beta
+    assert var.shape == (4, 1, 1, 1) and torch.allclose(var.double(), want_var, rtol=1e-5)
+    # the step: x_{t−1} = mean + σ_t z with the generator's z, and no noise at t = 1
+    x_prev = dif.p_sample(_eps_model, xt, t, s, generator=torch.Generator().manual_seed(3),
+                          clip_denoised=False, variance=variance)
+    z = torch.randn(xt.shape, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(x_prev[0], mean[0])
+    assert torch.allclose(x_prev[1:], mean[1:] + want_var[1:].sqrt() * z[1:], atol=1e-6)
+
+
+def test_ddim_step_clips_x0_to_minus1_1_and_recomputes_eps():
+    """η = 0 with x̂_0 clipping, against the formula written out here (Song et al. 2021, eq. 12).
+
+    x̂_0 = clip((x_t − √(1−ᾱ_t) ε̂)/√ᾱ_t, −1, 1), ε̂' = (x_t − √ᾱ_t x̂_0)/√(1−ᾱ_t),
+    x_{t'} = √ᾱ_{t'} x̂_0 + √(1−ᾱ_{t'}) ε̂'. Kills clipping to [0, 1], and an ε̂ that is not
+    recomputed after clipping.
+    """
+    s = dif.cosine_schedule(100)
+    t, t_prev = torch.tensor([30, 80, 100]), torch.tensor([10, 40, 0])
+    g = torch.Generator().manual_seed(1)
+    xt = 1.5 * torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    eps = torch.randn(3, 1, 4, 4, generator=g, dtype=torch.float64)
+    ab, ab_prev = s.alpha_bar[t].view(-1, 1, 1, 1), s.alpha_bar[t_prev].view(-1, 1, 1, 1)
+    raw = (xt - (1 - ab).sqrt() * eps) / ab.sqrt()
+    assert (raw > 1).any() and (raw < -1).any() and ((raw > 0) & (raw < 1)).any()  # all cases
+    x0 = raw.clamp(-1, 1)
+    eps_clipped = (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
+    want = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps_clipped
+    got = dif.ddim_step(eps, xt, t, t_prev, s, eta=0.0, clip_denoised=True)
+    assert torch.allclose(got.double(), want, atol=1e-5)
+    assert torch.allclose(got[2].double(), x0[2], atol=1e-5)  # a jump to t' = 0 returns x̂_0
+
+
 
 def test_ddim_timesteps():
     assert dif.ddim_timesteps(1000, 4) == [1000, 750, 500, 250]

@@ -18,6 +18,23 @@ def test_gaussian_kl_matches_torch_distributions():
     assert torch.allclose(elbo.gaussian_kl(torch.zeros(3, 4), torch.zeros(3, 4)), torch.zeros(3))
 
 
+def test_gaussian_kl_sums_over_the_last_dimension_only():
+    """Extra leading dimensions (S, B, K) stay: kills a sum over dimension 1 instead of −1."""
+    g = torch.Generator().manual_seed(2)
+    mu, logvar = torch.randn(3, 4, 5, generator=g), torch.randn(3, 4, 5, generator=g)
+    q = D.Independent(D.Normal(mu, (0.5 * logvar).exp()), 1)
+    p = D.Independent(D.Normal(torch.zeros_like(mu), torch.ones_like(mu)), 1)
+    kl = elbo.gaussian_kl(mu, logvar)
+    assert kl.shape == (3, 4) and torch.allclose(kl, D.kl_divergence(q, p), atol=1e-5)
+
+
+def test_split_latent_halves_the_encoder_output():
+    for k in (2, 3):
+        h = torch.arange(4.0 * k).reshape(2, 2 * k)
+        mu, logvar = elbo.split_latent(h)
+        assert torch.equal(mu, h[:, :k]) and torch.equal(logvar, h[:, k:])
+
+
 def test_log_densities_match_torch_distributions():
     g = torch.Generator().manual_seed(1)
     mu, logvar, z = (torch.randn(5, 3, generator=g) for _ in range(3))
@@ -80,6 +97,79 @@ def test_elbo_estimators_equal_log_px_minus_kl_and_iw_bound_rises_with_k():
     assert (log_px - l1000).abs().max() < 0.5 * (log_px - a).min()
 
 
+def test_elbo_estimators_with_a_q_unlike_the_prior():
+    """Kills an analytic ELBO that adds the KL, and an SGVB estimator without log p(z) − log q(z).
+
+    With q = N(0, I) = p(z) both mistakes are invisible (KL = 0, log p(z) − log q(z) ≡ 0), so
+    here q is shifted and rescaled away from the prior and from the posterior.
+    """
+    x, log_px, log_lik, m, C = _linear_gaussian()
+    mu = m + 0.7
+    logvar = (C.diagonal() * 2.5).log().expand_as(m) + torch.tensor([0.0, -0.8], dtype=m.dtype)
+    gap = D.kl_divergence(D.MultivariateNormal(mu, torch.diag_embed(logvar.exp())),
+                          D.MultivariateNormal(m, C))  # log p(x) − ELBO, exactly
+    kl_prior = elbo.gaussian_kl(mu, logvar)
+    assert (kl_prior > 0.5).all()  # the KL term is far from zero: a sign error shows
+    torch.manual_seed(2)
+    a = elbo.elbo_analytic(x, mu, logvar, log_lik, n_samples=20_000)
+    s = elbo.elbo_sgvb(x, mu, logvar, log_lik, n_samples=20_000)
+    assert torch.allclose(a, log_px - gap, atol=0.05)
+    assert torch.allclose(s, log_px - gap, atol=0.05)
+
+
+def test_reparameterize_gradient_reaches_logvar():
+    """d z / d logvar = ½ σ ε: kills a ``logvar.detach()`` (or σ = exp(logvar)) in reparameterize.
+
+    Checked against central finite differences with the same noise (same generator seed).
+    """
+    mu = torch.tensor([[0.3, -1.0, 2.0]], dtype=torch.float64)
+    logvar = torch.tensor([[0.5, -1.2, 0.0]], dtype=torch.float64, requires_grad=True)
+
+    def f(lv):
+        z = elbo.reparameterize(mu, lv, 4, generator=torch.Generator().manual_seed(7))
+        return (z * torch.arange(1.0, 5.0, dtype=torch.float64)[:, None, None]).sum()
+
+    f(logvar).backward()
+    h = 1e-6
+    fd = torch.zeros_like(logvar)
+    for k in range(3):
+        e = torch.zeros_like(logvar)
+        e[0, k] = h
+        fd[0, k] = (f(logvar.detach() + e) - f(logvar.detach() - e)) / (2 * h)
+    assert logvar.grad is not None and logvar.grad.abs().min() > 1e-3
+    assert torch.allclose(logvar.grad, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_single_sample_defaults_and_l1_is_the_elbo():
+    """By default one z per data point; L_1 equals the one-sample SGVB ELBO drawn with the same
+    seed, and the analytic ELBO uses the same z (a fixed seed reproduces them by hand)."""
+    x, _, log_lik, m, C = _linear_gaussian()
+    mu, logvar = m + 0.3, C.diagonal().log().expand_as(m)
+    torch.manual_seed(5)
+    z = mu + (0.5 * logvar).exp() * torch.randn(1, *mu.shape, dtype=mu.dtype)
+    assert elbo.reparameterize(mu, logvar).shape == (1, *mu.shape)
+    by_hand = (log_lik(x, z) + D.Normal(0.0, 1.0).log_prob(z).sum(-1)
+               - D.Normal(mu, (0.5 * logvar).exp()).log_prob(z).sum(-1))[0]
+    for estimate in (lambda: elbo.elbo_sgvb(x, mu, logvar, log_lik),
+                     lambda: elbo.iw_bound(x, mu, logvar, log_lik, k=1)):
+        torch.manual_seed(5)
+        assert torch.allclose(estimate(), by_hand, atol=1e-10)
+    torch.manual_seed(5)
+    analytic = elbo.elbo_analytic(x, mu, logvar, log_lik)
+    assert torch.allclose(analytic, log_lik(x, z)[0] - elbo.gaussian_kl(mu, logvar), atol=1e-10)
+
+
+def test_iw_bound_draws_exactly_k_samples_in_chunks():
+    sizes = []
+
+    def log_lik(x, z):
+        sizes.append(z.shape[0])
+        return torch.zeros(z.shape[:2])
+
+    elbo.iw_bound(torch.zeros(2, 3), torch.zeros(2, 1), torch.zeros(2, 1), log_lik, k=17, chunk=5)
+    assert sizes == [5, 5, 5, 2]
+
+
 def test_iw_bound_near_log_px_with_diagonal_posterior_proposal_and_chunking_does_not_matter():
     x, log_px, log_lik, m, C = _linear_gaussian()
     # q with the posterior's mean and marginal variances (a diagonal approximation, not the exact
@@ -100,6 +190,14 @@ def test_bad_arguments_are_named():
         elbo.split_latent(torch.zeros(4))
     with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
         elbo.gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
+        elbo.gaussian_kl(torch.zeros(2, 3), [[0.0] * 3] * 2)
+    for fn in (lambda mu, lv: elbo.reparameterize(mu, lv),
+               lambda mu, lv: elbo.iw_bound(torch.zeros(2, 3), mu, lv, lambda x, z: z.sum(-1), 3)):
+        with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
+            fn(torch.zeros(2, 3), torch.zeros(2, 4))
+        with pytest.raises(ValueError, match="mu and logvar must be tensors of the same shape"):
+            fn([[0.0] * 3] * 2, torch.zeros(2, 3))
     with pytest.raises(ValueError, match="n_samples must be a positive integer, got 0"):
         elbo.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 0)
     with pytest.raises(ValueError, match="k must be a positive integer, got 0"):

@@ -20,13 +20,28 @@ def test_pick_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
 
 def test_pick_device_forced_and_rejected(monkeypatch):
     assert env.pick_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("DGM_DEVICE", "cpu")
-    assert env.pick_device().type == "cpu"
+    assert env.pick_device().type == "cpu"  # DGM_DEVICE wins over an available GPU
+    monkeypatch.setattr(env, "_mps_available", lambda: False)
+    with pytest.raises(ValueError, match="MPS is not available"):
+        env.pick_device("mps")
+    monkeypatch.setattr(env, "_mps_available", lambda: True)
+    assert env.pick_device("mps").type == "mps"
     with pytest.raises(ValueError, match="prefer must be"):
         env.pick_device("tpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="CUDA is not available"):
         env.pick_device("cuda")
+
+
+def test_mps_availability_follows_torch(monkeypatch):
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert env._mps_available() is True
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert env._mps_available() is False
+    monkeypatch.delattr(torch.backends, "mps")  # a torch build without the MPS backend
+    assert env._mps_available() is False
 
 
 def test_seeding_makes_two_runs_identical():
@@ -37,6 +52,37 @@ def test_seeding_makes_two_runs_identical():
     assert run() == run()
     env.seed_everything(124)
     assert torch.randn(4).tolist() != (env.seed_everything(123), torch.randn(4).tolist())[1]
+
+
+def test_seed_everything_returns_a_generator_seeded_with_the_seed():
+    """Kills a returned generator left at torch's default seed (it is deterministic too)."""
+    draws = {seed: torch.randint(0, 10**6, (4,), generator=env.seed_everything(seed)).tolist()
+             for seed in (5, 6)}
+    assert draws[5] != draws[6]
+    assert draws[5] == torch.randint(0, 10**6, (4,), generator=torch.Generator().manual_seed(5)).tolist()
+    # numpy and random are seeded with the same seed, not a fixed one
+    env.seed_everything(5)
+    a = (random.random(), float(np.random.rand()))
+    env.seed_everything(6)
+    assert (random.random(), float(np.random.rand())) != a
+    random.seed(5)
+    np.random.seed(5)
+    assert (random.random(), float(np.random.rand())) == a
+
+
+@pytest.mark.parametrize("seed, numpy_seed", [(0, 0), (1000, 1000), (2**32 + 7, 7),
+                                              (np.int64(9), 9)])
+def test_seed_everything_accepts_any_non_negative_integer(seed, numpy_seed):
+    """0 and NumPy integers are valid seeds; NumPy gets the seed modulo 2³², torch the seed."""
+    g = env.seed_everything(seed)
+    got = (float(np.random.rand()), torch.randint(0, 10**6, (3,), generator=g).tolist(),
+           torch.rand(2).tolist(), random.random())
+    np.random.seed(numpy_seed)
+    random.seed(int(seed))
+    fresh = lambda: torch.Generator().manual_seed(int(seed))  # noqa: E731
+    want = (float(np.random.rand()), torch.randint(0, 10**6, (3,), generator=fresh()).tolist(),
+            torch.rand(2, generator=fresh()).tolist(), random.random())
+    assert got == want
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "3", True, None])
@@ -68,6 +114,16 @@ def test_unknown_profile_lists_valid_ones(monkeypatch):
         env.Profile("quick")
 
 
-def test_describe_names_device_and_profile():
+def test_describe_names_device_and_profile(monkeypatch):
     line = env.describe(torch.device("cpu"), env.Profile("smoke"))
     assert "cpu" in line and "smoke" in line and torch.__version__ in line
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(env, "_mps_available", lambda: False)
+    monkeypatch.delenv("DGM_DEVICE", raising=False)
+    monkeypatch.setenv("DGM_PROFILE", "full")
+    assert env.describe() == f"torch {torch.__version__} | device cpu | profile full"
+
+
+def test_profile_is_immutable():
+    with pytest.raises(AttributeError):
+        env.Profile("smoke").name = "full"

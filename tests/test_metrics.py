@@ -3,7 +3,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from helpers import metrics
+from helpers import data, metrics
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -61,6 +61,17 @@ def test_frechet_of_samples_estimates_the_closed_form():
     assert metrics.frechet_distance(a, b) == pytest.approx(3 * (2 - 1) ** 2 + 1, rel=0.05)
 
 
+def test_gaussian_fit_is_the_unbiased_covariance():
+    """Σ = Σ_i (f_i − f̄)(f_i − f̄)ᵀ / (N − 1), as numpy.cov: kills the biased 1/N estimate."""
+    f = torch.tensor([[0.0, 1.0], [2.0, -1.0], [4.0, 3.0]])   # N = 3: 1/N vs 1/(N−1) is 2/3
+    mu, cov = metrics.gaussian_fit(f)
+    assert cov.dtype == torch.float64 and cov.shape == (2, 2)
+    assert np.allclose(mu.numpy(), [2.0, 1.0])
+    assert np.allclose(cov.numpy(), np.cov(f.numpy(), rowvar=False, ddof=1))
+    one_d = metrics.gaussian_fit(torch.tensor([[1.0], [3.0]]))[1]  # D = 1 still gives (1, 1)
+    assert one_d.shape == (1, 1) and one_d.item() == pytest.approx(2.0)
+
+
 def test_frechet_errors():
     with pytest.raises(ValueError, match=r"features must be a tensor \(N, D\) with N ≥ 2, got \(1, 3\)"):
         metrics.frechet_distance(torch.zeros(1, 3), torch.zeros(4, 3))
@@ -93,6 +104,43 @@ def test_confident_share_counts_probabilities_above_threshold():
     assert metrics.confident_share(model, x, threshold=0.05) == 1.0
     with pytest.raises(ValueError, match=r"threshold must lie in \(0, 1\), got 1.5"):
         metrics.confident_share(model, x, threshold=1.5)
+
+
+def test_classifier_probs_are_a_softmax_over_classes_per_image():
+    """Each row sums to 1 and equals softmax(logits row): kills a softmax over the batch axis."""
+    logits = torch.tensor([[2.0, 0.0] + [-1.0] * 8, [0.0] * 10, [5.0] * 5 + [0.0] * 5])
+    p = metrics.classifier_probs(_FixedLogits(logits), torch.zeros(3, 1, 28, 28))
+    assert p.shape == (3, 10)
+    assert torch.allclose(p.sum(1), torch.ones(3))
+    e = logits.exp()
+    assert torch.allclose(p, e / e.sum(1, keepdim=True))
+
+
+def test_reference_splits_are_disjoint_and_sized():
+    """The FD floor compares the held-out set with the test split: neither may be seen in training.
+
+    Offline: 3,000 training, 1,000 held-out (both from the train split, together all of it) and
+    the 1,000 test images in a shuffled order; labels stay with their images.
+    """
+    x, y = data.load_mnist("train", source="offline")
+    xt, yt = data.load_mnist("test", source="offline")
+    (x_tr, y_tr), (x_te, y_te), x_held = metrics.reference_splits("offline")
+    assert len(x_tr) == len(y_tr) == 3000 and len(x_held) == 1000 and len(x_te) == len(y_te) == 1000
+
+    def rows(a):
+        return [bytes(r) for r in (a.flatten(1) * 255).round().to(torch.uint8).numpy()]
+
+    label_of = dict(zip(rows(x), y.tolist()))
+    train_rows, held_rows = rows(x_tr), rows(x_held)
+    assert not set(train_rows) & set(held_rows)                        # disjoint
+    assert sorted(train_rows + held_rows) == sorted(rows(x))           # together: the train split
+    assert [label_of[r] for r in train_rows] == y_tr.tolist()          # labels follow their images
+    test_label_of = dict(zip(rows(xt), yt.tolist()))
+    assert sorted(rows(x_te)) == sorted(rows(xt))                      # the whole test split
+    assert [test_label_of[r] for r in rows(x_te)] == y_te.tolist()
+    assert not torch.equal(y_te, yt)                                   # in a shuffled order
+    again = metrics.reference_splits("offline")
+    assert torch.equal(again[2], x_held) and torch.equal(again[1][1], y_te)   # fixed
 
 
 def test_classifier_shapes_and_errors():

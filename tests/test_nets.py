@@ -48,3 +48,24 @@ def test_fourier_features():
         nets.fourier_features(x, -1)
     with pytest.raises(ValueError, match=r"2-D tensor \(B, D\), got \(3,\)"):
         nets.fourier_features(torch.zeros(3), 2)
+
+
+def test_mlp_takes_any_iterable_and_widths_of_one():
+    m = nets.mlp(n for n in (3, 4, 1))  # a generator of widths, and a scalar output
+    assert [l.out_features for l in m if isinstance(l, torch.nn.Linear)] == [4, 1]
+
+
+def test_embeddings_match_their_formulas_feature_by_feature():
+    """Every sinusoidal frequency P^(−k/half), k = 0..half−1, and every Fourier 2^k π."""
+    t = torch.tensor([0.0, 3.0, 50.0])
+    for dim in (2, 8):
+        half = dim // 2
+        e = nets.sinusoidal_embedding(t, dim)
+        freqs = torch.tensor([10_000.0 ** (-k / half) for k in range(half)])
+        assert e.shape == (3, dim)
+        assert torch.allclose(e, torch.cat([torch.sin(t[:, None] * freqs),
+                                            torch.cos(t[:, None] * freqs)], 1), atol=1e-5)
+    x = torch.tensor([[0.3, -0.7]])
+    f = nets.fourier_features(x, 3)
+    angles = torch.stack([x[0] * math.pi * 2.0**k for k in range(3)], 1).flatten()  # (D·F,)
+    assert torch.allclose(f[0], torch.cat([x[0], torch.sin(angles), torch.cos(angles)]), atol=1e-5)

@@ -28,6 +28,14 @@ def test_fit_records_history_and_learns():
     assert not model.training  # left in eval mode
 
 
+def test_zero_epochs_is_a_no_op():
+    model, opt, data = _problem()
+    before = [p.detach().clone() for p in model.parameters()]
+    hist = train.fit(model, opt, mse, data, epochs=0, batch_size=16, progress=False)
+    assert hist == {"train_loss": [], "eval_loss": [], "lr": [], "seconds": []}
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
 def test_gradient_clipping_bounds_the_update():
     """With SGD at lr 1 and clip 1e-3, no parameter may move by more than 1e-3 in one step."""
     model, _, (x, y) = _problem()
@@ -69,10 +77,152 @@ def test_resume_restores_scheduler(tmp_path):
     assert hist["lr"] == pytest.approx([1e-2, 5e-3, 2.5e-3])
 
 
+def test_resume_restores_the_scheduler_mid_schedule(tmp_path):
+    """An interrupted and resumed run follows the same learning rates and weights as one run.
+
+    LambdaLR sets lr = lr_0 · λ(epoch) from its own epoch counter, so a resume that forgets the
+    scheduler's state starts the schedule again (the optimizer alone cannot hide that, unlike
+    with StepLR, whose update is relative to the restored lr).
+    """
+    _, _, data = _problem()
+
+    def run(epochs, ckpt=None, resume=False, seed_weights=0):
+        model, opt, _ = _problem(seed_weights)  # other weights: a resume must replace them
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: 1 / (1 + e) ** 2)
+        hist = train.fit(model, opt, mse, data, epochs=epochs, batch_size=16, scheduler=sched,
+                         seed=3, checkpoint=ckpt, resume=resume, progress=False)
+        return model, hist
+
+    whole, hist_whole = run(5)
+    ckpt = tmp_path / "lambda.pt"
+    run(2, ckpt)
+    resumed, hist = run(5, ckpt, resume=True, seed_weights=99)
+    assert hist_whole["lr"] == pytest.approx([1e-2 / (1 + e) ** 2 for e in range(5)])
+    assert hist["lr"] == pytest.approx(hist_whole["lr"])
+    assert hist["train_loss"] == pytest.approx(hist_whole["train_loss"], rel=1e-6)
+    for pa, pb in zip(whole.parameters(), resumed.parameters()):
+        assert torch.allclose(pa, pb, atol=1e-7)
+
+
+def test_resume_with_or_without_a_scheduler_either_way(tmp_path):
+    """A checkpoint written with a scheduler resumes without one, and the other way round."""
+    for first, second in ((True, False), (False, True)):
+        ckpt = tmp_path / f"{first}.pt"
+        for epochs, with_sched in ((1, first), (2, second)):
+            model, opt, data = _problem()
+            sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.5) if with_sched else None
+            hist = train.fit(model, opt, mse, data, epochs=epochs, batch_size=32, scheduler=sched,
+                             checkpoint=ckpt, resume=True, progress=False)
+        assert len(hist["train_loss"]) == 2
+
+
+def test_gpu_random_state_is_saved_and_restored_only_with_cuda(tmp_path, monkeypatch):
+    """On a CUDA machine the checkpoint carries every GPU's generator state and a resume restores
+    it; a machine without CUDA ignores that entry (faked here: this test runs on any machine)."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.arange(4, dtype=torch.uint8)])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.append(list(states)))
+    model, _, data = _problem()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)  # Adam's step would query the fake GPU
+    ckpt = tmp_path / "gpu.pt"
+    train.fit(model, opt, mse, data, epochs=1, batch_size=32, checkpoint=ckpt, progress=False)
+    assert torch.equal(train.load_checkpoint(ckpt)["cuda_rng"][0], torch.arange(4, dtype=torch.uint8))
+    train.fit(model, opt, mse, data, epochs=2, batch_size=32, checkpoint=ckpt, resume=True,
+              progress=False)
+    assert len(restored) == 1 and torch.equal(restored[0][0], torch.arange(4, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    train.fit(model, opt, mse, data, epochs=3, batch_size=32, checkpoint=ckpt, resume=True,
+              progress=False)
+    assert len(restored) == 1 and "cuda_rng" not in train.load_checkpoint(ckpt)
+
+
+def test_history_holds_the_epoch_mean_loss_and_eval_values():
+    """train_loss is the mean loss over the epoch's images (batches weighted by their size).
+
+    With lr = 0 the weights never change, so every epoch's mean must equal the loss on the full
+    data; 64 images in batches of 24 give sizes 24, 24, 16, where an unweighted mean of the batch
+    losses differs.
+    """
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, generator=g)
+    y = x.sum(1, keepdim=True) ** 2
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    full = mse(model, x, y).item()
+    evals = iter([3.0, 1.5])
+    hist = train.fit(model, torch.optim.SGD(model.parameters(), lr=0.0), mse, (x, y), epochs=2,
+                     batch_size=24, eval_fn=lambda m: next(evals), progress=False)
+    assert hist["train_loss"] == pytest.approx([full, full], rel=1e-6)
+    assert hist["eval_loss"] == [3.0, 1.5] and hist["lr"] == [0.0, 0.0]
+    assert len(hist["seconds"]) == 2 and all(0 <= s < 60 for s in hist["seconds"])
+
+
+def test_fresh_run_seeds_torch_itself():
+    """fit(seed=s) without resume seeds torch's global generator (dropout draws from it).
+
+    The global state before the call must not matter; another seed gives another run.
+    """
+    def run(global_seed, **seed):
+        model, opt, data = _problem(0)
+        torch.manual_seed(global_seed)
+        train.fit(model, opt, mse, data, epochs=2, batch_size=16, progress=False, **seed)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    assert torch.equal(run(1, seed=4), run(2, seed=4))
+    assert not torch.equal(run(1, seed=4), run(1, seed=5))
+    assert torch.equal(run(1), run(2, seed=0))  # the default seed is 0
+
+
+def test_model_modes_during_training_evaluation_and_after():
+    """Batches run in train mode with gradients, eval_fn in eval mode without, and fit leaves the
+    model in eval mode even without eval_fn."""
+    model, opt, data = _problem()
+    modes = []
+
+    def loss_fn(m, x, y):
+        modes.append(("train", m.training, torch.is_grad_enabled()))
+        return mse(m, x, y)
+
+    def eval_fn(m):
+        modes.append(("eval", m.training, torch.is_grad_enabled()))
+        return 0.0
+
+    train.fit(model, opt, loss_fn, data, epochs=2, batch_size=32, eval_fn=eval_fn, progress=False)
+    assert modes == ([("train", True, True)] * 2 + [("eval", False, False)]) * 2
+    assert not model.training
+    model.train()
+    train.fit(model, opt, mse, data, epochs=1, batch_size=32, progress=False)
+    assert not model.training
+
+
+def test_progress_bar_counts_every_batch_and_follows_dgm_progress(monkeypatch, capsys, tmp_path):
+    model, opt, data = _problem()
+    ckpt = tmp_path / "bar.pt"
+    train.fit(model, opt, mse, data, epochs=2, batch_size=24, progress=True, desc="regress",
+              checkpoint=ckpt, eval_fn=lambda m: 0.125)
+    err = capsys.readouterr().err
+    assert err.endswith("\n")                                         # the bar was closed
+    last = err.strip().split("\r")[-1]                                # the bar as it was left
+    assert last.startswith("regress: 100%") and " 6/6 " in last        # 64 / 24: 3 batches × 2
+    assert "epoch=2" in last and "eval=0.125" in last
+    train.fit(model, opt, mse, data, epochs=3, batch_size=24, progress=True, checkpoint=ckpt,
+              resume=True)
+    assert " 3/3 " in capsys.readouterr().err.strip().split("\r")[-1]  # only the epoch left
+    for value, shown in (("0", False), ("no", False), ("1", True)):
+        monkeypatch.setenv("DGM_PROGRESS", value)
+        assert train._progress_default() is shown
+    monkeypatch.delenv("DGM_PROGRESS")
+    assert train._progress_default() is True
+    capsys.readouterr()
+    train.fit(model, opt, mse, data, epochs=1, batch_size=32, desc="by-default")  # progress=None
+    assert "by-default" in capsys.readouterr().err
+
+
 def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
     state = {"w": torch.arange(3.0), "epoch": 4, "history": {"train_loss": [1.0, 0.5]}}
-    path = train.save_checkpoint(tmp_path / "sub" / "c.pt", state)
-    back = train.load_checkpoint(path)
+    path = train.save_checkpoint(str(tmp_path / "sub" / "deeper" / "c.pt"), state)  # str paths
+    back = train.load_checkpoint(str(path))
     assert torch.equal(back["w"], state["w"]) and back["epoch"] == 4
     assert back["history"] == state["history"]
 

@@ -55,6 +55,39 @@ def test_class_conditioning():
         nets.UNet(SMALL)(x, t, torch.tensor([1, 2]))
 
 
+def test_class_conditional_output_depends_on_time_step():
+    """A conditional net must still read t: kills a class embedding that replaces the time one."""
+    cfg = nets.UNetConfig(base_channels=8, groups=4, num_heads=2, num_classes=10)
+    model = _randomised(nets.UNet(cfg))
+    x, y = torch.randn(1, 1, 28, 28).expand(3, 1, 28, 28), torch.tensor([4, 4, 4])
+    out = model(x, torch.tensor([1, 2, 900]), y)
+    assert not torch.allclose(out[0], out[1], atol=1e-6)
+    assert (out[0] - out[2]).abs().mean() > (out[0] - out[1]).abs().mean()
+    null = model(x, torch.tensor([1, 2, 900]))          # the null class reads t too
+    assert not torch.allclose(null[0], null[2], atol=1e-6)
+
+
+@pytest.mark.parametrize("c_in, c_out", [(8, 8), (8, 16)])
+def test_residual_block_is_the_identity_path_at_initialisation(c_in, c_out):
+    """Its last conv starts at zero, so a fresh block returns skip(x) whatever the embedding."""
+    torch.manual_seed(0)
+    block = nets.ResBlock(c_in, c_out, emb_dim=12, groups=4, dropout=0.0)
+    x, emb = torch.randn(2, c_in, 7, 7), torch.randn(2, 12)
+    assert torch.equal(block(x, emb), block.skip(x))
+    if c_in == c_out:
+        assert torch.equal(block(x, emb), x)
+
+
+def test_self_attention_is_the_identity_at_initialisation():
+    torch.manual_seed(0)
+    attn = nets.SelfAttention(16, heads=2, groups=4)
+    x = torch.randn(2, 16, 7, 7)
+    assert torch.equal(attn(x), x)
+    with torch.no_grad():                                 # and is not once its output is trained
+        attn.out.weight.normal_(0, 0.1)
+    assert not torch.allclose(attn(x), x, atol=1e-4)
+
+
 def test_parameter_count_is_configurable():
     n = {c: nets.count_parameters(nets.UNet(nets.UNetConfig(base_channels=c))) for c in (16, 32)}
     assert 3.5 < n[32] / n[16] < 4.1  # almost all weights are convolutions: ∝ channels²
@@ -84,6 +117,26 @@ def test_gradients_reach_every_parameter():
 def test_bad_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         nets.UNetConfig(**kwargs)
+
+
+def test_default_network_is_the_one_the_notebooks_describe():
+    """UNetConfig() is the network of the diffusion notebooks (their timings and results): 32
+    channels, mults (1, 2, 2), one block per level, attention at 7 × 7."""
+    cfg = nets.UNetConfig()
+    assert (cfg.base_channels, cfg.channel_mults, cfg.num_res_blocks, cfg.attention) == (
+        32, (1, 2, 2), 1, True)
+    assert nets.count_parameters(nets.UNet()) == 1_062_497
+
+
+def test_config_accepts_valid_edge_cases_and_rejects_a_zero_mult():
+    nets.UNetConfig(base_channels=8, groups=8, channel_mults=(1, 2), num_heads=2)  # 8·2 % 8 == 0
+    with pytest.raises(ValueError, match="non-empty tuple of positive integers"):
+        nets.UNetConfig(channel_mults=(1, 0))
+
+
+def test_config_is_immutable():
+    with pytest.raises(AttributeError):
+        SMALL.base_channels = 16
 
 
 def test_bad_inputs():
