@@ -92,22 +92,30 @@ def test_mnist_source_tells_the_full_splits_from_the_subset():
         "download", "download", "offline", "offline"]
 
 
-def test_torchvision_loader_asks_for_the_download(tmp_path, monkeypatch):
-    """The split and download=True reach torchvision (files already there are not re-fetched)."""
-    calls = []
+def test_torchvision_loader_gets_the_split_after_our_download(tmp_path, monkeypatch):
+    """The split reaches torchvision, which reads (download=False) the raw files that
+    helpers.data fetched with torchvision's own mirrors and checksums (kills a swapped split or
+    a download that bypasses the bounded fetch)."""
+    calls, fetched = [], []
 
     class FakeMNIST:
+        mirrors, resources = ["http://mirror.invalid/"], [("f-ubyte.gz", "0" * 32)]
+
         def __init__(self, root, train, download):
             calls.append((root, train, download))
             self.data, self.targets = torch.zeros(3, 28, 28, dtype=torch.uint8), torch.arange(3)
 
     import torchvision.datasets
     monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    monkeypatch.setattr(data, "_download_mnist", lambda *args: fetched.append(args))
     monkeypatch.setenv("DGM_DATA_DIR", str(tmp_path))
+    _write_raw(tmp_path, "train", n=50)
+    _write_raw(tmp_path, "test")
     x, y = data.load_mnist("test", source="download")
-    assert calls == [(str(tmp_path), False, True)] and x.shape == (3, 1, 28, 28)
+    assert calls == [(str(tmp_path), False, False)] and x.shape == (3, 1, 28, 28)
+    assert fetched == [(tmp_path / "MNIST" / "raw", FakeMNIST.mirrors, FakeMNIST.resources)]
     data.load_mnist("train", source="download")
-    assert calls[1] == (str(tmp_path), True, True)
+    assert calls[1] == (str(tmp_path), True, False)
 
 
 def test_truncated_idx_file_names_file_and_fix(tmp_path, monkeypatch):

@@ -170,8 +170,10 @@ def _restore(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: di
     try:
         # Another optimizer class would take the saved hyper-parameters and fail at its first
         # step (Adam after SGD: KeyError 'betas'); compare them first (files without the class).
-        saved_keys = set(state["optimizer"]["param_groups"][0]) - {"params"}
-        given_keys = set(optimizer.param_groups[0]) - {"params"}
+        # Keys a learning-rate scheduler adds (initial_lr, ...) may differ when a run resumes with
+        # or without one; the optimizer's own hyper-parameters must all be there.
+        saved_keys = set(state["optimizer"]["param_groups"][0]) & set(optimizer.defaults)
+        given_keys = set(optimizer.defaults)
         if saved_keys != given_keys:
             raise ValueError(f"its hyper-parameters are {sorted(saved_keys)}, the optimizer's "
                              f"are {sorted(given_keys)}")
