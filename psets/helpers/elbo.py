@@ -16,6 +16,8 @@ from typing import Callable
 import torch
 from torch.nn import functional as F
 
+from . import grading
+
 LOG_2PI = math.log(2 * math.pi)
 LogLikelihood = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -49,6 +51,7 @@ def _check_gaussian(mu: torch.Tensor, logvar: torch.Tensor) -> None:
                          f"{getattr(mu, 'shape', type(mu))} and {getattr(logvar, 'shape', type(logvar))}")
 
 
+@grading.reference
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int = 1,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """z = mu + σ ⊙ ε with ε ~ N(0, I): (S, B, K) samples that carry gradients to mu and logvar."""
@@ -59,12 +62,14 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, n_samples: int = 1,
     return mu + torch.exp(0.5 * logvar) * eps  # σ = exp(½ log σ²)
 
 
+@grading.reference
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """log N(z; mu, diag exp(logvar)), summed over the last dimension."""
     # −½ Σ_k [log 2π + log σ_k² + (z_k − μ_k)² / σ_k²]
     return -0.5 * (LOG_2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar)).sum(-1)
 
 
+@grading.reference
 def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
     """log N(z; 0, I), summed over the last dimension."""
     return -0.5 * (LOG_2PI + z**2).sum(-1)
@@ -83,6 +88,7 @@ def log_bernoulli(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return ll.flatten(start_dim=logits.ndim - x.ndim + 1).sum(-1)
 
 
+@grading.reference
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag σ²) ‖ N(0, I)) in closed form, summed over the last dimension: (B,).
 
@@ -92,6 +98,7 @@ def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu**2 + logvar.exp() - logvar - 1).sum(-1)
 
 
+@grading.reference
 def elbo_sgvb(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
               log_likelihood: LogLikelihood, n_samples: int = 1) -> torch.Tensor:
     """Monte-Carlo ELBO: mean over S samples of log p(x|z) + log p(z) − log q(z|x). (B,)"""
@@ -101,6 +108,7 @@ def elbo_sgvb(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     return (log_likelihood(x, z) + log_standard_normal(z) - log_normal(z, mu, logvar)).mean(0)
 
 
+@grading.reference
 def elbo_analytic(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
                   log_likelihood: LogLikelihood, n_samples: int = 1) -> torch.Tensor:
     """ELBO with the KL in closed form: mean over S of log p(x|z), minus KL(q ‖ p). (B,)"""
@@ -110,6 +118,7 @@ def elbo_analytic(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
     return log_likelihood(x, z).mean(0) - gaussian_kl(mu, logvar)
 
 
+@grading.reference
 def iw_bound(x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
              log_likelihood: LogLikelihood, k: int, chunk: int = 100) -> torch.Tensor:
     """Importance-weighted bound L_k = log (1/k) Σ_i p(x, z_i) / q(z_i|x), z_i ~ q (Burda et al. 2015).
