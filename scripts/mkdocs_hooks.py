@@ -507,10 +507,31 @@ def on_page_markdown(markdown: str, page, config, files: Files) -> str:
     )
 
 
+_MARKER_HEADING = re.compile(r"^\s*(BEGIN|END) SOLUTION\s*$")
+
+
+def drop_marker_headings(items: list) -> list:
+    """The table-of-contents entries without the nbgrader marker lines of Markdown answers
+    (``### BEGIN SOLUTION`` renders as a heading; several on one page get anchors that
+    mkdocs-jupyter's table of contents and the page's heading ids number differently)."""
+    kept = []
+    for item in items:
+        if _MARKER_HEADING.match(item.title):
+            continue
+        item.children = drop_marker_headings(item.children)
+        kept.append(item)
+    return kept
+
+
 def on_page_content(html: str, page, config, files: Files) -> str:
     if not page.file.src_uri.endswith(".ipynb"):
         return html
     root = _root(config)
+    if page.toc is not None:
+        page.toc.items = drop_marker_headings(list(page.toc.items))
+    # The answer regions of written questions read as such on the site.
+    html = re.sub(r">\s*BEGIN SOLUTION\s*<", ">Answer (solution edition)<", html)
+    html = re.sub(r">\s*END SOLUTION\s*<", ">End of the answer<", html)
 
     def rewrite(target: str) -> str | None:
         if not target or target.startswith(("#", "/")) or _SCHEME.match(target):
