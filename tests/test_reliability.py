@@ -223,8 +223,11 @@ def _make_n(*args: str) -> str:
     """The commands ``make`` would run (``-n``: printed, not run)."""
     if not shutil.which("make"):
         pytest.skip("make is not installed")
-    out = subprocess.run(["make", "-n", *args], cwd=ROOT, capture_output=True, text=True,
-                         check=True)
+    # Under `make test` the parent make's MAKEFLAGS/MAKELEVEL would make this one print
+    # "Entering directory" lines around the recipe: run it as a user would, from a shell.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    out = subprocess.run(["make", "--no-print-directory", "-n", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, check=True)
     return out.stdout
 
 
