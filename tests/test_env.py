@@ -120,6 +120,7 @@ def test_describe_names_device_and_profile(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(env, "_mps_available", lambda: False)
     monkeypatch.delenv("DGM_DEVICE", raising=False)
+    monkeypatch.delenv("DGM_DRY_RUN", raising=False)
     monkeypatch.setenv("DGM_PROFILE", "full")
     assert env.describe() == f"torch {torch.__version__} | device cpu | profile full"
 
@@ -127,3 +128,40 @@ def test_describe_names_device_and_profile(monkeypatch):
 def test_profile_is_immutable():
     with pytest.raises(AttributeError):
         env.Profile("smoke").name = "full"
+
+
+def test_dry_run_caps_counts_not_sizes(monkeypatch):
+    """A dry run keeps the full sizes (shape mistakes show) and caps only the counts."""
+    monkeypatch.setenv("DGM_PROFILE", "full")
+    monkeypatch.setenv("DGM_DRY_RUN", "2")
+    profile = env.get_profile()
+    assert profile.dry and profile.dry_cap == 2
+    assert profile.pick(smoke=1, standard=2, full=512) == 512
+    assert profile.steps(smoke=1, standard=8, full=100) == 2
+    assert profile.steps(smoke=1, standard=8, full=1) == 1  # a cap, not a constant
+    assert profile.steps(smoke=1, standard=8, full=None) is None
+    assert "dry run" in str(profile) and "2" in str(profile)
+    monkeypatch.setenv("DGM_DRY_RUN", "0")
+    profile = env.get_profile()
+    assert not profile.dry and profile.steps(smoke=1, standard=8, full=100) == 100
+    monkeypatch.delenv("DGM_DRY_RUN")
+    assert env.get_profile().steps(smoke=1, standard=8, full=100) == 100
+
+
+@pytest.mark.parametrize("raw", ["yes", "-1", "2.5"])
+def test_dry_run_variable_must_be_a_count(monkeypatch, raw):
+    monkeypatch.setenv("DGM_DRY_RUN", raw)
+    with pytest.raises(ValueError, match=f"DGM_DRY_RUN must be a positive integer.*{raw!r}"):
+        env.get_profile("smoke")
+
+
+@pytest.mark.parametrize("bad", [0, -3, True, 1.5])
+def test_dry_cap_rejects_non_counts(bad):
+    with pytest.raises(ValueError, match="dry_cap must be None or a positive integer"):
+        env.Profile("full", dry_cap=bad)
+
+
+@pytest.mark.parametrize("bad", [1.5, -1, "8", [1, 2]])
+def test_steps_rejects_what_is_not_a_count(bad):
+    with pytest.raises(ValueError, match=r"steps\(full=\.\.\.\) must be a non-negative integer"):
+        env.Profile("full", dry_cap=2).steps(smoke=1, standard=1, full=bad)

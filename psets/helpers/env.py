@@ -6,7 +6,14 @@ The run profile is one of ``smoke`` (CI, seconds), ``standard`` (a laptop CPU, m
 Sizes that depend on the profile are chosen in one visible place::
 
     profile = env.get_profile()
-    epochs = profile.pick(smoke=1, standard=8, full=100)
+    hidden = profile.pick(smoke=64, standard=256, full=512)   # a size: model, batch, data
+    epochs = profile.steps(smoke=1, standard=8, full=100)     # a count: loop lengths, samples
+
+A *dry run* (``DGM_DRY_RUN=n``, a positive integer) keeps every size of the profile but caps every
+count chosen with ``steps`` at ``n``: ``DGM_PROFILE=full DGM_DRY_RUN=2`` builds the full models,
+batches and data pipeline and runs two steps of each loop, which finds shape, dtype, device and
+memory mistakes at full size on a CPU in minutes. Results reached in a dry run mean nothing;
+``profile.dry`` tells a notebook to skip the asserts about them.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import numpy as np
 import torch
 
 PROFILES = ("smoke", "standard", "full")
+DRY_RUN_VAR = "DGM_DRY_RUN"
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -72,18 +80,41 @@ class Profile:
     """A run profile; ``pick`` chooses the value for this profile among three."""
 
     name: str
+    dry_cap: int | None = None  # a dry run caps every ``steps`` count at this; None: no cap
 
     def __post_init__(self):
         if self.name not in PROFILES:
             raise ValueError(
                 f"profile must be one of {', '.join(PROFILES)}; got {self.name!r}")
+        cap = self.dry_cap
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"dry_cap must be None or a positive integer, got {cap!r}")
+
+    @property
+    def dry(self) -> bool:
+        """True in a dry run: sizes as the profile says, counts capped, results meaningless."""
+        return self.dry_cap is not None
 
     def pick(self, *, smoke, standard, full):
-        """Return the argument named after this profile."""
+        """Return the argument named after this profile (a size: never capped)."""
         return {"smoke": smoke, "standard": standard, "full": full}[self.name]
 
+    def steps(self, *, smoke, standard, full):
+        """Like ``pick``, for a count (epochs, steps, samples): capped at ``dry_cap`` in a dry run.
+
+        Integers and ``None`` (no count) only, so a size cannot be capped by mistake.
+        """
+        value = self.pick(smoke=smoke, standard=standard, full=full)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(
+                f"steps({self.name}=...) must be a non-negative integer or None, got {value!r}")
+        value = int(value)
+        return value if self.dry_cap is None else min(value, self.dry_cap)
+
     def __str__(self) -> str:
-        return self.name
+        return self.name if self.dry_cap is None else f"{self.name} (dry run: counts capped at {self.dry_cap})"
 
 
 def get_profile(name: str | None = None) -> Profile:
@@ -95,7 +126,17 @@ def get_profile(name: str | None = None) -> Profile:
         elif name not in PROFILES:
             raise ValueError(
                 f"DGM_PROFILE must be one of {', '.join(PROFILES)}; got {name!r}")
-    return Profile(name)
+    return Profile(name, dry_cap=_dry_cap_from_env())
+
+
+def _dry_cap_from_env() -> int | None:
+    """``$DGM_DRY_RUN`` as a cap: unset, empty or 0 means no dry run."""
+    raw = os.environ.get(DRY_RUN_VAR, "").strip()
+    if raw in ("", "0"):
+        return None
+    if not raw.isdigit():
+        raise ValueError(f"{DRY_RUN_VAR} must be a positive integer (the cap on every loop), got {raw!r}")
+    return int(raw)
 
 
 def describe(device: torch.device | None = None, profile: Profile | None = None) -> str:
