@@ -145,3 +145,66 @@ def test_bad_inputs():
         model(torch.zeros(2, 3, 28, 28), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match=r"t must be a tensor of shape \(2,\) .* got \(1,\)"):
         model(torch.zeros(2, 1, 28, 28), torch.tensor([1]))
+
+
+# ----------------------------------------------------------------------------- other sizes
+# The diffusion trainer's nets: C channels, other image sizes, attention at more levels. The
+# defaults above stay the notebooks' net; these only add.
+
+CIFAR_SMALL = nets.UNetConfig(in_channels=3, image_size=32, base_channels=8, groups=4, num_heads=2,
+                              channel_mults=(1, 2, 2, 2), attention_levels=(1,), num_classes=10)
+
+
+def test_colour_images_of_another_size():
+    model = _randomised(nets.UNet(CIFAR_SMALL)).train()
+    x, t, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 900]), torch.tensor([3, 10])
+    out = model(x, t, y)
+    assert out.shape == (2, 3, 32, 32)
+    out.square().mean().backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert not missing, f"no gradient reaches {missing}"
+
+
+def test_attention_levels_add_one_attention_per_block_of_the_level():
+    """Level 1 has num_res_blocks blocks down and num_res_blocks + 1 up; each gains a
+    SelfAttention of width base · mult: 2c (GroupNorm) + 3c² + 3c (qkv) + c² + c (out)."""
+    plain = nets.UNetConfig(**{**CIFAR_SMALL.__dict__, "attention_levels": ()})
+    c, blocks = 8 * 2, 2 * CIFAR_SMALL.num_res_blocks + 1
+    extra = blocks * (2 * c + 3 * c * c + 3 * c + c * c + c)
+    assert (nets.count_parameters(nets.UNet(CIFAR_SMALL))
+            - nets.count_parameters(nets.UNet(plain))) == extra
+    kinds = [type(m).__name__ for m in nets.UNet(CIFAR_SMALL).modules()]
+    assert kinds.count("AttentionResBlock") == blocks
+
+
+def test_image_size_bounds_the_number_of_levels():
+    nets.UNetConfig(image_size=32, channel_mults=(1, 1, 1, 1, 1, 1))  # 32 → 16 → 8 → 4 → 2 → 1
+    with pytest.raises(ValueError, match=r"at most 6 entries for 32 × 32 images \(32 → 16 → 8 → 4 → 2 → 1\)"):
+        nets.UNetConfig(image_size=32, channel_mults=(1,) * 7)
+    model = nets.UNet(nets.UNetConfig(image_size=32, in_channels=3, channel_mults=(1, 2, 2, 2)))
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 3, H, W\) with H and W divisible by 8, got \(1, 3, 28, 28\)"):
+        model(torch.zeros(1, 3, 28, 28), torch.tensor([1]))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"attention_levels": (3,)}, r"attention_levels must be a tuple of distinct levels in 0..2"),
+    ({"attention_levels": [0]}, r"attention_levels must be a tuple"),
+    ({"attention_levels": (0, 0)}, r"distinct levels"),
+    ({"image_size": 0}, r"image_size must be a positive integer, got 0"),
+    ({"num_heads": 3, "attention": False, "attention_levels": (0,)},
+     r"num_heads=3 must divide the width 32 of attention level 0"),
+])
+def test_bad_new_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        nets.UNetConfig(**kwargs)
+
+
+def test_saved_sampler_keeps_the_new_options(tmp_path):
+    from helpers import diffusion
+
+    model = nets.UNet(CIFAR_SMALL)
+    path = diffusion.save_model(tmp_path / "m.pt", model, diffusion.cosine_schedule(50))
+    loaded, schedule, _ = diffusion.load_model(path)
+    assert loaded.config == CIFAR_SMALL and schedule.T == 50
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 loaded.state_dict().values()))

@@ -578,8 +578,7 @@ def save_model(path, model, schedule: NoiseSchedule, **meta) -> "Path":
 
     if not isinstance(model, nets.UNet):
         raise TypeError(f"model must be a helpers.nets.UNet, got {type(model).__name__}")
-    config = asdict(model.config)
-    config["channel_mults"] = list(config["channel_mults"])
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(model.config).items()}
     state = {"kind": "dgm-unet-sampler", "config": config,
              "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
              "betas": schedule.beta[1:].clone(), "meta": dict(meta)}
@@ -594,8 +593,7 @@ def load_model(path, device=None):
     if not isinstance(state, dict) or state.get("kind") != "dgm-unet-sampler":
         raise ValueError(f"checkpoint {path} was not written by helpers.diffusion.save_model "
                          f"(it has no 'kind': 'dgm-unet-sampler' entry)")
-    config = dict(state["config"])
-    config["channel_mults"] = tuple(config["channel_mults"])
+    config = {k: tuple(v) if isinstance(v, list) else v for k, v in state["config"].items()}
     model = nets.UNet(nets.UNetConfig(**config))
     model.load_state_dict(state["model"])
     return model.to(device or "cpu").eval(), NoiseSchedule.from_betas(state["betas"]), state["meta"]

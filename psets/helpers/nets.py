@@ -67,10 +67,12 @@ def fourier_features(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- U-Net
-# A compact DDPM-style U-Net for 28 × 28 images (Ho et al. 2020, arXiv:2006.11239, appendix B;
-# layout after Nichol & Dhariwal 2021, arXiv:2102.09672): residual blocks that read a time
-# embedding, a down path 28 → 14 → 7 and an up path back, joined by skip connections, and
-# self-attention at the lowest resolution. With ``num_classes`` set, a learned class embedding
+# A compact DDPM-style U-Net, by default for 28 × 28 images (Ho et al. 2020, arXiv:2006.11239,
+# appendix B; layout after Nichol & Dhariwal 2021, arXiv:2102.09672): residual blocks that read a
+# time embedding, a down path 28 → 14 → 7 and an up path back, joined by skip connections, and
+# self-attention at the lowest resolution. ``image_size``, ``in_channels`` and
+# ``attention_levels`` give the larger nets of the diffusion trainer (CIFAR-10: 32 → 16 → 8 → 4
+# with attention at 16 × 16, as in Ho et al.'s CIFAR-10 model); the defaults are the notebooks' net. With ``num_classes`` set, a learned class embedding
 # is added to the time embedding (index ``num_classes`` is the "no class" token used by
 # classifier-free guidance, Ho & Salimans 2022, arXiv:2207.12598).
 
@@ -86,22 +88,31 @@ class UNetConfig:
     dropout: float = 0.0                        # inside residual blocks (0.1 in Ho et al.)
     groups: int = 8                             # GroupNorm groups; must divide every width
     num_classes: int | None = None              # class-conditional if set (plus one null class)
+    image_size: int = 28                        # side of the (square) images; bounds the levels
+    attention_levels: tuple[int, ...] = ()      # levels (0 = full resolution) whose blocks also
+                                                # attend, besides the lowest (``attention``)
 
     def __post_init__(self):
         def positive_int(name, value):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"UNetConfig.{name} must be a positive integer, got {value!r}")
 
-        for name in ("in_channels", "base_channels", "num_res_blocks", "num_heads", "groups"):
+        for name in ("in_channels", "base_channels", "num_res_blocks", "num_heads", "groups",
+                     "image_size"):
             positive_int(name, getattr(self, name))
         mults = self.channel_mults
         if not isinstance(mults, tuple) or not mults or not all(
                 isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in mults):
             raise ValueError(f"UNetConfig.channel_mults must be a non-empty tuple of positive "
                              f"integers, got {mults!r}")
-        if len(mults) > 3:
-            raise ValueError(f"UNetConfig.channel_mults may have at most 3 entries for 28 × 28 "
-                             f"images (28 → 14 → 7), got {len(mults)}: {mults!r}")
+        sides = [self.image_size]                # each level halves the side while it is even
+        while sides[-1] % 2 == 0:
+            sides.append(sides[-1] // 2)
+        if len(mults) > len(sides):
+            size = self.image_size
+            raise ValueError(f"UNetConfig.channel_mults may have at most {len(sides)} entries for "
+                             f"{size} × {size} images ({' → '.join(map(str, sides))}), got "
+                             f"{len(mults)}: {mults!r}")
         for m in mults:
             if (self.base_channels * m) % self.groups:
                 raise ValueError(f"UNetConfig.groups={self.groups} must divide every width "
@@ -110,6 +121,16 @@ class UNetConfig:
         if self.attention and lowest % self.num_heads:
             raise ValueError(f"UNetConfig.num_heads={self.num_heads} must divide the lowest "
                              f"resolution's width {lowest}")
+        levels = self.attention_levels
+        if not isinstance(levels, tuple) or len(set(levels)) != len(levels) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 <= i < len(mults)
+                for i in levels):
+            raise ValueError(f"UNetConfig.attention_levels must be a tuple of distinct levels in "
+                             f"0..{len(mults) - 1} (one per entry of channel_mults), got {levels!r}")
+        for i in levels:
+            if (self.base_channels * mults[i]) % self.num_heads:
+                raise ValueError(f"UNetConfig.num_heads={self.num_heads} must divide the width "
+                                 f"{self.base_channels * mults[i]} of attention level {i}")
         if self.time_dim is not None:
             positive_int("time_dim", self.time_dim)
         if not 0 <= self.dropout < 1:
@@ -161,8 +182,20 @@ class SelfAttention(nn.Module):
         return x + self.out(h)
 
 
+class AttentionResBlock(ResBlock):
+    """A ResBlock followed by self-attention (the blocks of ``UNetConfig.attention_levels``)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float,
+                 heads: int):
+        super().__init__(c_in, c_out, emb_dim, groups, dropout)
+        self.attn = SelfAttention(c_out, heads, groups)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.attn(super().forward(x, emb))
+
+
 class UNet(nn.Module):
-    """ε_θ(x_t, t[, y]): predicts the noise in x_t (B, C, 28, 28) at integer steps t (B,).
+    """ε_θ(x_t, t[, y]): predicts the noise in x_t (B, C, H, W) at integer steps t (B,).
 
     y (B,) holds class labels in 0..num_classes−1, or num_classes for "no class"; it is only
     accepted when the config sets ``num_classes`` (y=None then means "no class" for all).
@@ -176,13 +209,16 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(C, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = (nn.Embedding(cfg.num_classes + 1, emb_dim)
                           if cfg.num_classes is not None else None)
-        block = functools.partial(ResBlock, emb_dim=emb_dim, groups=G, dropout=cfg.dropout)
+        plain = functools.partial(ResBlock, emb_dim=emb_dim, groups=G, dropout=cfg.dropout)
+        attending = functools.partial(AttentionResBlock, emb_dim=emb_dim, groups=G,
+                                      dropout=cfg.dropout, heads=cfg.num_heads)
 
         self.conv_in = nn.Conv2d(cfg.in_channels, C, 3, padding=1)
         widths = [C * m for m in cfg.channel_mults]
         self.down = nn.ModuleList()      # ResBlocks and Downsample convs, in order
         skips, ch = [C], C               # channels of each tensor kept for the up path
         for level, w in enumerate(widths):
+            block = attending if level in cfg.attention_levels else plain
             for _ in range(cfg.num_res_blocks):
                 self.down.append(block(ch, w))
                 ch = w
@@ -190,11 +226,12 @@ class UNet(nn.Module):
             if level < len(widths) - 1:
                 self.down.append(nn.Conv2d(ch, ch, 3, stride=2, padding=1))  # halve H and W
                 skips.append(ch)
-        self.mid1 = block(ch, ch)
+        self.mid1 = plain(ch, ch)
         self.mid_attn = SelfAttention(ch, cfg.num_heads, G) if cfg.attention else nn.Identity()
-        self.mid2 = block(ch, ch)
+        self.mid2 = plain(ch, ch)
         self.up = nn.ModuleList()
         for level, w in reversed(list(enumerate(widths))):
+            block = attending if level in cfg.attention_levels else plain
             for _ in range(cfg.num_res_blocks + 1):  # one more: also eats the level's first skip
                 self.up.append(block(ch + skips.pop(), w))
                 ch = w
@@ -208,9 +245,10 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None):
         cfg = self.config
-        if x.ndim != 4 or x.shape[1] != cfg.in_channels or x.shape[-1] % 4 or x.shape[-2] % 4:
+        k = 2 ** max(len(cfg.channel_mults) - 1, 2)  # 4 for the default three levels, as before
+        if x.ndim != 4 or x.shape[1] != cfg.in_channels or x.shape[-1] % k or x.shape[-2] % k:
             raise ValueError(f"x must have shape (B, {cfg.in_channels}, H, W) with H and W "
-                             f"divisible by 4, got {tuple(x.shape)}")
+                             f"divisible by {k}, got {tuple(x.shape)}")
         if not torch.is_tensor(t) or t.shape != (x.shape[0],):
             raise ValueError(f"t must be a tensor of shape ({x.shape[0]},) (one step per image), "
                              f"got {tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
@@ -227,18 +265,18 @@ class UNet(nn.Module):
         elif y is not None:
             raise ValueError("y was given but UNetConfig.num_classes is None (unconditional net)")
 
-        h = self.conv_in(x)                                               # (B, C, 28, 28)
+        h = self.conv_in(x)                                               # (B, C, H, W)
         hs = [h]
         for layer in self.down:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
-            hs.append(h)                                                  # down to (B, ·, 7, 7)
-        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)              # (B, C·m_last, 7, 7)
+            hs.append(h)                                                  # down to the lowest side
+        h = self.mid2(self.mid_attn(self.mid1(h, emb)), emb)              # (B, C·m_last, 7, 7) at 28
         for layer in self.up:
             if isinstance(layer, ResBlock):
                 h = layer(torch.cat([h, hs.pop()], dim=1), emb)           # skip joins channels
             else:
                 h = layer(h)                                              # double H and W
-        return self.conv_out(F.silu(self.norm_out(h)))                    # (B, C_in, 28, 28)
+        return self.conv_out(F.silu(self.norm_out(h)))                    # (B, C_in, H, W)
 
 
 def _describe(y) -> str:
