@@ -10,7 +10,9 @@ import yaml
 
 from .config import MODES, TrainConfig, defaults
 
-EXPECTED_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError)
+# Errors of the user's input (config, flags, files): one line, no traceback. Errors inside
+# training itself keep their traceback.
+INPUT_ERRORS = (ValueError, TypeError, FileNotFoundError, IsADirectoryError)
 
 
 def _int_tuple(text: str) -> tuple:
@@ -81,17 +83,27 @@ def main(argv=None) -> int:
         if args.command == "status":
             from .status import table
             print(table(args.runs_dir))
-        elif args.command == "generate":
+            return 0
+        if args.command == "generate":
             from .generate import generate
             png, x = generate(args.checkpoint, args.classes, args.n_per_class, args.w,
                               args.sampler, args.steps, args.out, args.save_tensors, args.seed,
                               not args.no_ema, args.device)
             print(f"wrote {png} ({len(x)} images)")
-        else:
-            from .run import resolve_for_resume, train
-            cfg, overrides = resolve(args.command, args)
-            train(resolve_for_resume(cfg, overrides))
-    except EXPECTED_ERRORS as err:  # one line, no traceback: the message says what to fix
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+            return 0
+        from .data import DatasetUnavailable
+        from .run import resolve_for_resume, train
+        cfg, overrides = resolve(args.command, args)
+        cfg = resolve_for_resume(cfg, overrides)
+    except INPUT_ERRORS as err:
+        return _fail(err)
+    try:
+        train(cfg)
+    except DatasetUnavailable as err:
+        return _fail(err)
     return 0
+
+
+def _fail(err: Exception) -> int:
+    print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+    return 2

@@ -63,7 +63,8 @@ class DiffusionModule(L.LightningModule):
             self.model.to(memory_format=torch.channels_last)
         self.forward_fn = torch.compile(self.model) if cfg.compile else self.model
         self.history: list[dict] = []  # one row per epoch: epoch, step, loss, seconds
-        self._loss_sum = self._count = None
+        self._loss_sum = self._count = None     # this epoch's Σ loss · B and Σ B on this rank
+        self._pending_sums = None               # those sums from a checkpoint, until fit starts
         self._epoch_start = 0.0
 
     def forward(self, x, t, y=None):
@@ -84,18 +85,18 @@ class DiffusionModule(L.LightningModule):
         return x, y, idx
 
     # ------------------------------------------------------------------ training
-    def on_train_start(self):
-        # Lightning seeds every rank alike; each rank draws its own t, ε and dropped labels,
-        # and a resumed run does not replay the noise of the steps it already took.
-        torch.manual_seed(self.cfg.seed + 100_003 * self.global_rank + self.global_step)
+    def on_train_epoch_start(self):  # not called when a run resumes mid-epoch
+        self._reset_epoch_sums()
 
-    def on_train_epoch_start(self):
-        self._loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
-        self._count = torch.zeros((), device=self.device, dtype=torch.float64)
+    def _reset_epoch_sums(self, loss_sum: float = 0.0, count: float = 0.0):
+        self._loss_sum = torch.tensor(loss_sum, device=self.device, dtype=torch.float64)
+        self._count = torch.tensor(count, device=self.device, dtype=torch.float64)
         self._epoch_start = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
         x0, y, _ = batch
+        if self._loss_sum is None:  # resumed mid-epoch from a checkpoint without its sums
+            self._reset_epoch_sums()
         # L_simple with per-sample label dropout (Ho & Salimans 2022, algorithm 1)
         loss = diffusion.conditional_training_loss(self, x0, y, self.schedule,
                                                    p_uncond=self.cfg.p_uncond,
@@ -152,9 +153,19 @@ class DiffusionModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint):
         checkpoint["dgm_kind"] = KIND
         checkpoint["dgm_history"] = [dict(r) for r in self.history]
+        if self._loss_sum is not None:  # this rank's sums so far: a mid-epoch resume keeps them
+            checkpoint["dgm_epoch_sums"] = [float(self._loss_sum), float(self._count)]
 
     def on_load_checkpoint(self, checkpoint):
         self.history = [dict(r) for r in checkpoint.get("dgm_history", [])]
+        self._pending_sums = checkpoint.get("dgm_epoch_sums")
+
+    def on_train_start(self):
+        # Lightning seeds every rank alike; each rank draws its own t, ε and dropped labels,
+        # and a resumed run does not replay the noise of the steps it already took.
+        torch.manual_seed(self.cfg.seed + 100_003 * self.global_rank + self.global_step)
+        if self._pending_sums is not None:  # rank 0's; the others start at 0
+            self._reset_epoch_sums(*self._pending_sums if self.global_rank == 0 else (0, 0))
 
     # ------------------------------------------------------------------ monitor
     def write_monitor(self, epoch: int):

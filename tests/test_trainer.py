@@ -315,7 +315,8 @@ def test_ddp_two_processes(tmp_path):
 
 
 def test_kill_mid_epoch_and_resume(tmp_path):
-    """SIGKILL a run after its step-2 checkpoint (epoch 1 has 5 steps), run the same command
+    """SIGKILL a run after its step-2 checkpoint and last.ckpt are written (each appears whole:
+    written to a temporary file, then renamed; epoch 1 has 5 steps), run the same command
     again: it resumes from last.ckpt, continues the step count and the EMA's update count, and
     finishes the planned epochs."""
     cmd = [sys.executable, "-m", "diffusion_trainer", "overfit", "--runs-dir",
@@ -326,7 +327,7 @@ def test_kill_mid_epoch_and_resume(tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 180
-    while not (ckpts / "step0000002.ckpt").exists():
+    while not ((ckpts / "step0000002.ckpt").exists() and (ckpts / "last.ckpt").exists()):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
         assert time.monotonic() < deadline, "no checkpoint within 180 s"
         time.sleep(0.1)
