@@ -63,3 +63,26 @@ grade: $(STAMP)
 
 clean:
 	rm -rf $(VENV) site test-artifacts
+
+# ----------------------------------------------------------------------------- diffusion trainer
+# Training beyond the notebook (diffusion_trainer/, see lectures/training-beyond-the-notebook.md).
+# Flags go in ARGS, e.g. make train ARGS="--dataset cifar10 --devices 2 --strategy ddp";
+# make generate CKPT=runs/mnist-train ARGS="--classes 0,1,2 --w 3".
+CKPT ?= runs/mnist-train
+TRAINER := $(BIN)/python -m diffusion_trainer
+.PHONY: train overfit quicktest generate status
+
+train: $(STAMP)
+	$(TRAINER) train $(ARGS)
+
+overfit: $(STAMP)
+	$(TRAINER) overfit $(ARGS)
+
+quicktest: $(STAMP)
+	$(TRAINER) quicktest $(ARGS)
+
+generate: $(STAMP)
+	$(TRAINER) generate --checkpoint $(CKPT) $(ARGS)
+
+status: $(STAMP)
+	$(TRAINER) status $(ARGS)
