@@ -61,7 +61,10 @@ class DiffusionModule(L.LightningModule):
         self.schedule = diffusion.make_schedule(cfg.schedule, cfg.T)
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.forward_fn = torch.compile(self.model) if cfg.compile else self.model
+        # Kept out of the submodules (no second copy of the weights in the state dict, so a
+        # checkpoint of a compiled run loads without compile and the other way round).
+        object.__setattr__(self, "forward_fn", torch.compile(self.model) if cfg.compile
+                           else self.model)
         self.history: list[dict] = []  # one row per epoch: epoch, step, loss, seconds
         self._loss_sum = self._count = None     # this epoch's Σ loss · B and Σ B on this rank
         self._pending_sums = None               # those sums from a checkpoint, until fit starts

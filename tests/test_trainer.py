@@ -230,6 +230,17 @@ def test_cifar10_run_writes_its_monitor_and_steps_the_lr_per_step(cifar_run):
     assert png.ndim == 3 and png.shape[2] in (3, 4)
 
 
+def test_status_lists_the_run(cifar_run, capsys):
+    cfg, _ = cifar_run
+    assert cli.main(["status", "--runs-dir", cfg.runs_dir]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split()[:5] == ["run", "epoch", "step", "loss", "ckpts"]
+    fields = row.split()
+    assert fields[:3] == ["c", "2", "10"] and math.isfinite(float(fields[3]))
+    names = {p.name for p in (cfg.run_dir / "checkpoints").iterdir()}
+    assert int(fields[4]) == len(names) and "last.ckpt" in names and fields[5] in names
+
+
 # ----------------------------------------------------------------------------- generate
 
 def _one_line_error(argv, capsys, *fragments):
