@@ -225,7 +225,7 @@ def defaults(mode: str = "train", dataset: str = "mnist",
     )
     if mode != "train":  # the debugging mode of 08_guidance: a few images per class, learnt by heart
         values.update(per_class=p(smoke=2, standard=8, full=8), warmup_steps=s(smoke=2,
-                      standard=20, full=20), log_every_steps=1, p_uncond=0.1,
+                      standard=20, full=20), log_every_steps=1,
                       batch_size=p(smoke=16, standard=80, full=80))
         values["epochs"] = (s(smoke=2, standard=2, full=2) if mode == "quicktest"
                             else s(smoke=5, standard=300, full=1000))
