@@ -80,7 +80,7 @@ class DiffusionModule(L.LightningModule):
         if x.shape[-1] != self.cfg.side:                         # upscaled resolution option
             x = F.interpolate(x, size=(self.cfg.side, self.cfg.side), mode="bilinear",
                               align_corners=False)
-        if self.cfg.flips and self.trainer is not None and self.trainer.training:
+        if self.cfg.flips and self._trainer is not None and self.trainer.training:
             flip = torch.rand(len(x), device=x.device) < 0.5     # one coin per image
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         if self.cfg.channels_last:

@@ -2,6 +2,7 @@
 two-process DDP, resume after a kill, generate and its errors. CPU only."""
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -183,6 +184,44 @@ def test_batches_are_scaled_flipped_and_upscaled_on_the_device():
                                             mode="bilinear", align_corners=False)
     assert torch.allclose(out[~flipped], plain[~flipped])
     assert torch.allclose(out[flipped], plain[flipped].flip(-1))
+
+
+def test_channels_last_batches_give_the_same_prediction(one_thread):
+    values = {"dataset": "cifar10", "channel_mults": (1, 2), "base_channels": 8, "num_heads": 2}
+    plain = DiffusionModule(TrainConfig.from_dict(values).to_dict(), 3, 10, CIFAR_NAMES)
+    last = DiffusionModule(TrainConfig.from_dict({**values, "channels_last": True}).to_dict(),
+                           3, 10, CIFAR_NAMES)
+    last.model.load_state_dict(plain.model.state_dict())
+    with torch.no_grad():
+        for p in list(plain.model.parameters()) + list(last.model.parameters()):
+            if not p.any():  # zero-initialised output layers: give them weights (same seed)
+                p.copy_(torch.linspace(-0.1, 0.1, p.numel()).reshape(p.shape))
+    batch = (torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.tensor([1, 2]),
+             torch.arange(2))
+    xa, _, _ = plain.on_after_batch_transfer(batch)
+    xb, _, _ = last.on_after_batch_transfer(batch)
+    assert xb.is_contiguous(memory_format=torch.channels_last) and torch.equal(xa, xb)
+    t, y = torch.tensor([5, 50]), torch.tensor([1, 2])
+    a, b = plain(xa, t, y), last(xb, t, y)
+    assert a.abs().max() > 0.1  # the net's output is not trivially zero
+    # float32 rounding of another summation order measured 1e-4 here; a layout mistake is O(1)
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+    assert "forward_fn" not in dict(last.named_modules())  # no second copy in the state dict
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX",
+                                                               "wandb")),
+                    reason="TensorBoard or W&B installed: the fallback is not reached")
+def test_optional_loggers_fall_back_to_csv_with_a_warning(tmp_path):
+    from diffusion_trainer.run import loggers
+    from lightning.pytorch.loggers import CSVLogger
+
+    cfg = TrainConfig.from_dict({"runs_dir": str(tmp_path), "tensorboard": True, "wandb": True})
+    with pytest.warns(UserWarning) as record:
+        out = loggers(cfg)
+    assert [type(x) for x in out] == [CSVLogger]
+    messages = " ".join(str(w.message) for w in record)
+    assert "TensorBoard is not installed" in messages and "Weights & Biases" in messages
 
 
 @pytest.fixture(scope="module")
