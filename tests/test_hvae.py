@@ -106,34 +106,22 @@ def test_iw_bound_chunking_does_not_change_its_distribution():
     assert ((a.mean(0) - b.mean(0)).abs() < 5 * se).all()
 
 
-class _HandBuilt:
-    """x (N, 2) -> q(z1|x) = N((x0, 3), diag(s(x))) with s(x) = 0.5 + x1²: dimension 0 informative,
-    dimension 1 dead; q(z2|z1) has means (z1_0², 2 z1_1 + 1) and unit variance. Then E[z2_0|x] =
-    x0² + s(x) (a mean over q(z1|x), not the square of mu1) and z2_1 is dead."""
-
-    def q1(self, x):
-        mu = torch.stack([x[:, 0], torch.full_like(x[:, 0], 3.0)], -1)
-        return mu, (0.5 + x[:, 1:2] ** 2).log().expand_as(mu)
-
-    def q2(self, z1):
-        mu = torch.stack([z1[..., 0] ** 2, 2 * z1[..., 1] + 1], -1)
-        return mu, torch.zeros_like(mu)
-
-    def p1(self, z2):
-        return z2, torch.zeros_like(z2)
-
-    def log_likelihood(self, x, z1):
-        return torch.zeros(z1.shape[:-1])
-
-
 def test_active_units_on_a_hand_built_model():
     x = torch.randn(400, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    model = hvae.OneInformativeOneDead()
+    exact1, exact2 = model.activity(x)
+    # the stated activities, by brute force: average many draws of z2 itself (not of its mean)
+    torch.manual_seed(5)
+    mu1, logvar1 = model.q1(x)
+    z1 = mu1 + (0.5 * logvar1).exp() * torch.randn(20_000, *mu1.shape, dtype=x.dtype)
+    mu2, logvar2 = model.q2(z1)
+    brute2 = (mu2 + (0.5 * logvar2).exp() * torch.randn_like(mu2)).mean(0).var(0)
+    assert abs(brute2[0] - exact2[0]) < 0.03 * exact2[0] and brute2[1] < 0.01
     torch.manual_seed(4)
-    a1, a2 = hvae.active_units(_HandBuilt(), x, n_samples=4000)
-    assert torch.allclose(a1, torch.tensor([x[:, 0].var(), 0.0], dtype=torch.float64))
-    expected = (x[:, 0] ** 2 + 0.5 + x[:, 1] ** 2).var()
-    assert abs(a2[0] - expected) < 0.03 * expected, (a2, expected)
-    assert abs(a2[0] - (x[:, 0] ** 2).var()) > 0.1 * expected, "must average mu2 over q(z1|x)"
+    a1, a2 = hvae.active_units(model, x, n_samples=4000)
+    assert torch.allclose(a1, exact1)
+    assert abs(a2[0] - exact2[0]) < 0.03 * exact2[0], (a2, exact2)
+    assert abs(a2[0] - (x[:, 0] ** 2).var()) > 0.1 * exact2[0], "must average mu2 over q(z1|x)"
     # the second top unit depends on z1_1, whose mean is constant: only Monte-Carlo noise remains
     assert a2[1] < 0.01 and (a1 > 0.01).tolist() == [True, False]
 

@@ -233,6 +233,37 @@ class LinearGaussianHVAE:
         return self.log_px(x) - kl
 
 
+class OneInformativeOneDead:
+    """A hand-built two-layer model for x (N, 2) whose activities are known in closed form.
+
+    q(z1|x) = N((x0, 3), diag(s(x), s(x))) with s(x) = 0.5 + x1²: z1's first dimension follows the
+    data, its second is dead (a constant mean). q(z2|z1) = N((z1_0², 2 z1_1 + 1), I), so
+    E[z2_0 | x] = x0² + s(x): a mean over q(z1|x), not the square of mu1, and z2_1 is dead.
+    p(z1|z2) = N(z2, I) and log p(x|z1) = 0 complete the interface.
+    """
+
+    def q1(self, x):
+        mu = torch.stack([x[:, 0], torch.full_like(x[:, 0], 3.0)], -1)
+        return mu, (0.5 + x[:, 1:2] ** 2).log().expand_as(mu)
+
+    def q2(self, z1):
+        mu = torch.stack([z1[..., 0] ** 2, 2 * z1[..., 1] + 1], -1)
+        return mu, torch.zeros_like(mu)
+
+    def p1(self, z2):
+        return z2, torch.zeros_like(z2)
+
+    def log_likelihood(self, x, z1):
+        return torch.zeros(z1.shape[:-1], dtype=z1.dtype, device=z1.device)
+
+    @staticmethod
+    def activity(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exact activities (a1 (2,), a2 (2,)) over the data x, variances with N − 1."""
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        return (torch.stack([x[:, 0].var(), zero]),
+                torch.stack([(x[:, 0] ** 2 + 0.5 + x[:, 1] ** 2).var(), zero]))
+
+
 # ----------------------------------------------------------------------------- estimators
 
 class Terms(NamedTuple):
@@ -338,9 +369,9 @@ def hvae_loss(rec: torch.Tensor, kl1: torch.Tensor, kl2: torch.Tensor, beta: flo
     """The training loss −E[rec] + beta Σ_layers Σ_dims KL̃_d, a scalar.
 
     rec (B,), kl1 (B, K1), kl2 (B, K2) as returned by ``hvae_elbo``. Without free bits, KL̃_d is the
-    batch mean of dimension d's KL; with free bits λ > 0 it is max(λ, batch mean) (Kingma et al.
-    2016, eq. 15, with one group per dimension), so a dimension whose mean KL is below λ gets no
-    gradient from it. With beta = 1 and free_bits = 0 the loss is the negative mean ELBO.
+    batch mean of dimension d's KL; with free bits λ > 0 it is max(λ, batch mean) (the "free
+    bits" of Kingma et al. 2016, NeurIPS, arXiv:1606.04934, one group per dimension), so a
+    dimension whose mean KL is below λ gets no gradient from it. With beta = 1 and free_bits = 0 the loss is the negative mean ELBO.
     """
     if not all(torch.is_tensor(t) for t in (rec, kl1, kl2)) or rec.ndim != 1 or kl1.ndim != 2 \
             or kl2.ndim != 2 or not len(rec) == len(kl1) == len(kl2):
