@@ -52,7 +52,8 @@ NO_CUDA = ("gpu_visit: no CUDA device here (torch.cuda.is_available() is False),
 # Appended to the notebook in memory (never written out): the kernel's own peaks.
 MEASURE_CELL = f"""\
 import json as _gv_json, resource as _gv_resource, sys as _gv_sys
-_gv = {{"peak_rss_mib": _gv_resource.getrusage(_gv_resource.RUSAGE_SELF).ru_maxrss / 1024}}
+_gv_usage = _gv_resource.getrusage(_gv_resource.RUSAGE_SELF)
+_gv = {{"peak_rss_mib": _gv_usage.ru_maxrss / 1024, "cpu_s": _gv_usage.ru_utime + _gv_usage.ru_stime}}
 _gv_torch = _gv_sys.modules.get("torch")
 if _gv_torch is not None and _gv_torch.cuda.is_available() and _gv_torch.cuda.is_initialized():
     _gv["peak_gpu_mib"] = _gv_torch.cuda.max_memory_allocated() / 2**20
@@ -121,8 +122,9 @@ def run_notebook(path: Path, out_dir: Path, env: dict[str, str | None],
 
     The executed notebook (outputs scrubbed as in execute_notebooks.py) goes to
     ``out_dir/<name>.ipynb``. Returns name, status ("ok" or "error"), error (the exception and
-    the cell, numbered from 1), wall_s (kernel start included), peak_rss_mib and peak_gpu_mib of
-    the kernel, the load average before and after, and the results table.
+    the cell, numbered from 1), wall_s (kernel start included), cpu_s (the kernel's CPU time:
+    comparable across machine loads), peak_rss_mib and peak_gpu_mib of the kernel, the load
+    average before and after, the three slowest cells and the results table.
     """
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
@@ -133,7 +135,7 @@ def run_notebook(path: Path, out_dir: Path, env: dict[str, str | None],
     row = {"name": path.stem, "status": "ok", "error": None, "load_before": os.getloadavg()[0]}
     start = time.perf_counter()
     with environment(**kernel_env):
-        client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", record_timing=False,
+        client = NotebookClient(nb, timeout=cell_timeout, kernel_name="python3", record_timing=True,
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"],
                                 resources={"metadata": {"path": str(path.parent)}})
         try:
@@ -152,6 +154,9 @@ def run_notebook(path: Path, out_dir: Path, env: dict[str, str | None],
         for line in out.get("text", "").splitlines():
             if line.startswith(MEASURE_TAG):
                 row.update(json.loads(line[len(MEASURE_TAG):]))
+    row["slowest_cells"] = _slowest_cells(nb)
+    row.setdefault("cpu_s", None)
+    row["cpu_s"] = row["cpu_s"] and round(row["cpu_s"], 1)
     row.setdefault("peak_rss_mib", None)
     row.setdefault("peak_gpu_mib", None)
     row["peak_rss_mib"] = row["peak_rss_mib"] and round(row["peak_rss_mib"])
@@ -168,6 +173,21 @@ def run_notebook(path: Path, out_dir: Path, env: dict[str, str | None],
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
     return row
+
+
+def _slowest_cells(nb, k: int = 3) -> list[list]:
+    """[[cell number from 1, seconds], ...] of the k slowest code cells (from nbclient's timing)."""
+    from datetime import datetime
+
+    times = []
+    for i, cell in enumerate(nb.cells):
+        stamps = cell.metadata.get("execution", {})
+        start, end = stamps.get("iopub.execute_input"), stamps.get("shell.execute_reply")
+        if start and end:
+            seconds = (datetime.fromisoformat(end.replace("Z", "+00:00"))
+                       - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+            times.append([i + 1, round(seconds, 1)])
+    return sorted(times, key=lambda t: -t[1])[:k]
 
 
 def _error_summary(nb, index: int | None) -> str:
@@ -208,13 +228,16 @@ def markdown_report(report: dict) -> str:
     lines = [f"# GPU visit: {report['device']}", "",
              f"{report['when']} UTC; torch {report['torch']}; profile {report['profile']}; data "
              f"DGM_DATA={report['data']}; host {report['host']}.", "",
-             "| notebook | status | wall time | peak CPU memory (kernel) | peak GPU memory | load before → after |",
-             "| --- | --- | ---: | ---: | ---: | --- |"]
+             "| notebook | status | wall time | kernel CPU time | peak CPU memory (kernel) | peak GPU memory "
+             "| load before → after | slowest cells (number: seconds) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in report["notebooks"]:
         gpu = "" if r["peak_gpu_mib"] is None else f"{r['peak_gpu_mib']:,} MiB"
         rss = "" if r["peak_rss_mib"] is None else f"{r['peak_rss_mib']:,} MiB"
-        lines.append(f"| {r['name']} | {r['status']} | {r['wall_s']:.0f} s | {rss} | {gpu} | "
-                     f"{r['load_before']:.2f} → {r['load_after']:.2f} |")
+        cpu = "" if r["cpu_s"] is None else f"{r['cpu_s']:.0f} s"
+        slow = ", ".join(f"{i}: {s:.0f} s" for i, s in r["slowest_cells"])
+        lines.append(f"| {r['name']} | {r['status']} | {r['wall_s']:.0f} s | {cpu} | {rss} | {gpu} | "
+                     f"{r['load_before']:.2f} → {r['load_after']:.2f} | {slow} |")
     for r in report["notebooks"]:
         if r["error"]:
             lines += ["", f"**{r['name']}**: {r['error']}"]

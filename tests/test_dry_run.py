@@ -42,12 +42,15 @@ def dry_run_table():
     yield rows
     if rows:  # one table per session: what each dry run cost on this machine
         ARTIFACTS.mkdir(exist_ok=True)
-        lines = ["| notebook | status | wall time | peak memory of the kernel | load before → after |",
-                 "| --- | --- | ---: | ---: | --- |"]
-        lines += [f"| {r['name']} | {r['status']} | {r['wall_s']:.0f} s | {r['peak_rss_mib']} MiB | "
-                  f"{r['load_before']:.2f} → {r['load_after']:.2f} |" for r in rows]
+        lines = ["| notebook | status | wall time | kernel CPU time | peak memory of the kernel | "
+                 "load before → after | slowest cells (number: seconds) |",
+                 "| --- | --- | ---: | ---: | ---: | --- | --- |"]
+        lines += [f"| {r['name']} | {r['status']} | {r['wall_s']:.0f} s | {r['cpu_s']} s | "
+                  f"{r['peak_rss_mib']} MiB | {r['load_before']:.2f} → {r['load_after']:.2f} | "
+                  + ", ".join(f"{i}: {t:.0f} s" for i, t in r["slowest_cells"]) + " |" for r in rows]
         lines.append(f"| total | | {sum(r['wall_s'] for r in rows):.0f} s | "
-                     f"max {max(r['peak_rss_mib'] or 0 for r in rows)} MiB | |")
+                     f"{sum(r['cpu_s'] or 0 for r in rows):.0f} s | "
+                     f"max {max(r['peak_rss_mib'] or 0 for r in rows)} MiB | | |")
         (ARTIFACTS / "dry-run.md").write_text("\n".join(lines) + "\n")
 
 
