@@ -283,3 +283,17 @@ def test_fit_rejects_bad_arguments(tmp_path):
                   progress=False)
     with pytest.raises(TypeError, match="state must be a dict"):
         train.save_checkpoint(tmp_path / "x.pt", [1, 2])
+
+
+def test_max_batches_ends_each_epoch_early_and_is_checked():
+    model, opt, data = _problem()  # 64 rows: 4 batches of 16 per epoch
+    steps = []
+    opt.step = (lambda step: lambda *a, **k: (steps.append(1), step(*a, **k))[1])(opt.step)
+    hist = train.fit(model, opt, mse, data, epochs=3, batch_size=16, max_batches=2, progress=False)
+    assert len(steps) == 3 * 2 and len(hist["train_loss"]) == 3
+    steps.clear()
+    train.fit(model, opt, mse, data, epochs=1, batch_size=16, max_batches=99, progress=False)
+    assert len(steps) == 4  # a cap above the epoch's batches changes nothing
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_batches"):
+            train.fit(model, opt, mse, data, epochs=1, batch_size=16, max_batches=bad, progress=False)

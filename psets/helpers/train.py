@@ -34,7 +34,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         loss_fn: Callable[..., torch.Tensor], data: tuple[torch.Tensor, ...], *,
         epochs: int, batch_size: int, eval_fn: Callable[[torch.nn.Module], float] | None = None,
         clip_grad_norm: float | None = None, scheduler=None, seed: int = 0,
-        checkpoint: str | Path | None = None, resume: bool = False,
+        max_batches: int | None = None, checkpoint: str | Path | None = None, resume: bool = False,
         progress: bool | None = None, desc: str = "train") -> dict[str, list[float]]:
     """Train ``model`` for ``epochs`` epochs; return the history.
 
@@ -43,6 +43,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     clip_grad_norm: clip the global gradient norm to this value before each step.
     scheduler: a learning-rate scheduler stepped once per epoch.
     seed: seeds the batch order (and, when not resuming, torch's global generator).
+    max_batches: end each epoch after this many batches (None: all of them). A dry run passes
+    ``profile.dry_cap``, so full-size data and models take a step or two per epoch.
     checkpoint: path written atomically after every epoch; with ``resume=True`` and an
     existing file there, training continues from it (same parameters, optimizer state,
     history, random state) up to ``epochs`` in total (a warning says so when there is no file
@@ -64,6 +66,9 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     if clip_grad_norm is not None and not clip_grad_norm > 0:
         raise ValueError(f"clip_grad_norm must be positive or None, got {clip_grad_norm!r}")
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
+                                    or max_batches < 1):
+        raise ValueError(f"max_batches must be a positive integer or None, got {max_batches!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
     progress = _progress_default() if progress is None else progress
@@ -89,12 +94,16 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         torch.manual_seed(seed)
 
     n_batches = math.ceil(len(data[0]) / batch_size)
+    if max_batches is not None:
+        n_batches = min(n_batches, max_batches)
     bar = tqdm(total=(epochs - start) * n_batches, desc=desc, disable=not progress,
                dynamic_ncols=True)
     for epoch in range(start, epochs):
         model.train()
         t0, total, count, losses = time.perf_counter(), 0.0, 0, []
-        for batch in batches(*data, batch_size=batch_size, generator=gen):
+        for step, batch in enumerate(batches(*data, batch_size=batch_size, generator=gen)):
+            if step == n_batches:
+                break
             loss = loss_fn(model, *batch)
             if loss.ndim != 0:
                 raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
