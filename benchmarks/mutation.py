@@ -64,11 +64,19 @@ MODULE_TESTS = {
     "metrics": ["tests/test_metrics.py", "tests/test_metrics_geometry.py",
                 "tests/test_guidance.py", "tests/test_data.py"],
     "plot": ["tests/test_plot.py"],
+    "mixtures": ["tests/test_mixtures.py"],
+    "autograd": ["tests/test_autograd.py"],
+    "autoencoder": ["tests/test_autoencoder.py"],
+    "autoregressive": ["tests/test_autoregressive.py"],
+    "flows": ["tests/test_flows.py"],
+    "torus": ["tests/test_torus.py"],
+    "grading": ["tests/test_grading.py"],
 }
 
 # Mutants that change only how something looks (a figure's size, a marker's size or
-# transparency, a progress bar's width): not equivalent, but no test can say which value is right.
-# They are listed, and left out of the score: both figures are printed.
+# transparency, a progress bar's width) or how much work one call does at once (a chunk size):
+# not equivalent, but no test can say which value is right. They are listed, and left out of the
+# score: both figures are printed.
 COSMETIC: dict[str, str] = {
     "train:fit: bool constant `True`": "progress bar: dynamic_ncols (its width follows the terminal)",
     **{f"plot:{k}": "figure style (default size, marker size or transparency)" for k in (
@@ -79,6 +87,17 @@ COSMETIC: dict[str, str] = {
         "latent_scatter: number `0.6`", "latent_scatter: number `0.7`",
         "point_cloud_3d: number `5`", "point_cloud_3d: number `4.5`",
         "point_cloud_3d: number `2`")},
+    **{f"diffusion:{k}": "images per network call (memory and speed): a free default"
+       for k in ("guided_sample: number `500`", "sample_grid: number `500`")},
+    **{f"diffusion:sample_grid: {k}": "figure style of the written grid (figure size, axes "
+       "position, ticks and frame, title size, dpi)" for k in (
+        "number `0.5`", "number `0.6`", "Mult `0.5 * n_per_class`", "Add `0.5 * len(classes) + 0.4`",
+        "Mult `0.5 * len(classes)`", "number `0.5` #2", "number `0.4`", "number `0.08`",
+        "number `0.0`", "number `0.92`", "number `0.92` #2", "delete `ax.set_xticks([])`",
+        "delete `ax.tick_params(length=0)`", "number `0` #6", "delete `side.set_visible(False)`",
+        "bool constant `False`", "number `9`", "number `100`")},
+    "diffusion:sample_grid: number `15`":
+        "a class label half a pixel lower beside its 28-pixel row (the test allows 1 pixel)",
 }
 
 # Tests that run the helpers in a subprocess, which imports the unmutated files: they cannot see
@@ -127,6 +146,24 @@ EQUIVALENT: dict[str, str] = {
         "(mkstemp made it; os.replace, the last step, either moved it or raised)",
     "data:_offline_arrays: number `1`":
         "lru_cache(maxsize=2) on a function without arguments: it only ever holds one entry",
+    **{f"diffusion:cosine_schedule: {k}": "ᾱ_t is rebuilt from β_t = 1 − ᾱ_t / ᾱ_{t−1}, a ratio "
+       "from which any constant factor of f cancels (f · f(0) or f / f(1) give the same β)"
+       for k in ("Div `f / f[0]`", "number `0` #3")},
+    "diffusion:guided_sample: delete `y = y.to(device)`":
+        "Guided moves the labels to the images' device at every call",
+    "diffusion:save_model: delete `config['channel_mults'] = list(config['channel_mults'])`":
+        "torch.load(weights_only=True) reads tuples as well as lists, and load_model turns either "
+        "back into a tuple",
+    "diffusion:sample_grid: delete `device = next(model.parameters()).device`":
+        "load_model put the model on `device` (the CPU when None): the parameters' device is that "
+        "one, and None also means the CPU for torch.Generator and torch.tensor",
+    "diffusion:sample_grid: number `1` #3":
+        "clamp(0, 2) for clamp(0, 1): the guided samples are clipped x̂_0 in [−1, 1], so (x + 1) / 2 "
+        "already lies in [0, 1]",
+    "diffusion:sample_grid: number `0` #4":
+        "make_grid turns a grey image into three equal channels: channel 1 is channel 0",
+    "diffusion:sample_grid: number `1.0`":
+        "padding of 2.0 instead of 1.0: the image is drawn with vmax = 1, so both show white",
 }
 
 
