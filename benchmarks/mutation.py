@@ -166,6 +166,10 @@ EQUIVALENT: dict[str, str] = {
         "already lies in [0, 1]",
     "diffusion:sample_grid: number `0` #4":
         "make_grid turns a grey image into three equal channels: channel 1 is channel 0",
+    "nets:SelfAttention.forward: unary `-2` #2":
+        "h is 4-D (B, heads, H·W, C/heads): transpose(-1, 2) is transpose(-1, -2)",
+    "nets:UNet.forward: unary `-2`":
+        "x was just checked to be 4-D: x.shape[2] is x.shape[-2]",
     "metrics:<module>: number `3`":
         "CLASSIFIER_CACHE_VERSION only names the cache file: any number not used before serves",
     "metrics:_source_tag: number `0`":

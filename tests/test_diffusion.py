@@ -311,10 +311,11 @@ def test_training_loss_draws_every_step_from_1_to_T():
     assert counts.min() > 60 and counts.max() < 145             # uniform within ±4 sd
 
 
-def test_training_loss_refuses_a_numpy_batch():
-    with pytest.raises(ValueError, match=r"x0 must be a floating-point tensor"):
-        dif.training_loss(lambda x, t: x, np.zeros((4, 1, 2, 2), dtype=np.float32),
-                          dif.linear_schedule(50))
+def test_training_loss_refuses_a_batch_that_is_not_a_tensor():
+    """A NumPy batch or a list of images: the message about x0, not an AttributeError."""
+    for x0 in (np.zeros((4, 1, 2, 2), dtype=np.float32), np.zeros((4, 1, 2, 2)).tolist()):
+        with pytest.raises(ValueError, match=r"x0 must be a floating-point tensor"):
+            dif.training_loss(lambda x, t: x, x0, dif.linear_schedule(50))
 
 
 # ----------------------------------------------------------------------------- samplers
