@@ -170,6 +170,8 @@ EQUIVALENT: dict[str, str] = {
         "h is 4-D (B, heads, H·W, C/heads): transpose(-1, 2) is transpose(-1, -2)",
     "nets:UNet.forward: unary `-2`":
         "x was just checked to be 4-D: x.shape[2] is x.shape[-2]",
+    "autoencoder:_AutoEncoder.__init__: number `2`":
+        "the class's own default code size is never used: autoencoder() always passes code",
     "metrics:<module>: number `3`":
         "CLASSIFIER_CACHE_VERSION only names the cache file: any number not used before serves",
     "metrics:_source_tag: number `0`":
@@ -180,6 +182,8 @@ EQUIVALENT: dict[str, str] = {
         "u is uniform on [−1, 1], so 1 − 0.1 u has the law of 1 + 0.1 u: the same jitter",
     "metrics:train_reference_classifier: delete `device = torch.device(device or 'cpu')`":
         "the device is only handed on to load_mnist and .to(), which take None and strings alike",
+    "metrics:train_reference_classifier: delete `model.eval()`":
+        "classifier_accuracy, called next for the meta data, puts the model in eval mode",
     "metrics:frechet_distance_gaussians: number `1` #2":
         "D = −2 for D = −1 when mu1 is not 1-D: both fail D < 1 with the same message",
     "diffusion:sample_grid: number `1.0`":

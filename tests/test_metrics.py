@@ -299,11 +299,12 @@ def test_classifier_measures_run_in_eval_mode():
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8)
     results = []
     for _ in range(2):
-        model.train()
-        results.append((metrics.classifier_accuracy(model, x, y), metrics.classifier_probs(model, x),
-                        metrics.classifier_features(model, x)))
+        measures = (lambda: metrics.classifier_accuracy(model, x, y),
+                    lambda: metrics.classifier_probs(model, x),
+                    lambda: metrics.classifier_features(model, x))
+        results.append([(model.train(), measure())[1] for measure in measures])
     with torch.no_grad():
-        want = model.eval().features(x)
+        want = model.eval().features(x)                 # each measure starts in training mode
     assert results[0][0] == results[1][0]
     assert torch.equal(results[0][1], results[1][1]) and torch.equal(results[0][2], want)
 
