@@ -198,3 +198,45 @@ def test_all_binary_patterns():
 def test_bad_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_orders_as_lists_or_int32_and_the_smallest_sizes():
+    """An ordering may be a list or an int32 tensor (degrees come back int64 either way); D = 2,
+    a hidden width of 1 and n = 1 sample are valid sizes; hidden widths may come from any
+    iterable, a generator included."""
+    want = ar.degrees_of(torch.tensor([2, 0, 1]))
+    for order in ([2, 0, 1], torch.tensor([2, 0, 1], dtype=torch.int32)):
+        got = ar.degrees_of(order)
+        assert got.dtype == torch.int64 and torch.equal(got, want)
+    masks = ar.made_masks([1, 0], [1], generator=torch.Generator().manual_seed(0))
+    assert [tuple(m.shape) for m in masks] == [(1, 2), (2, 1)]
+    made = ar.MADE([1, 0], [4])
+    x, log_prob = ar.sample(made, 1, (2,))
+    assert x.shape == (1, 2) and log_prob.shape == (1,)
+    a = ar.made_masks(torch.arange(5), [7, 5], generator=torch.Generator().manual_seed(4))
+    b = ar.made_masks(torch.arange(5), (h for h in (7, 5)), generator=torch.Generator().manual_seed(4))
+    assert len(a) == len(b) == 3 and all(torch.equal(p, q) for p, q in zip(a, b))
+    with pytest.raises(ValueError, match="kernel_size must be a positive integer, got -1"):
+        ar.conv_mask(-1, "A")
+
+
+def test_made_is_non_linear():
+    """ReLUs between the masked layers: the logits are not an affine function of x (without
+    them MADE would be a logistic-regression chain), with one hidden layer or two."""
+    torch.manual_seed(0)
+    for hidden in ([32], [32, 32]):
+        made = ar.MADE(torch.arange(6), hidden, generator=torch.Generator().manual_seed(1))
+        assert not torch.allclose(_jacobian(made, 6, seed=0), _jacobian(made, 6, seed=1)), hidden
+
+
+def test_pixelcnn_computes_its_residual_blocks_written_out():
+    """logits = head(h_K), h_k = h_{k−1} + block_k(h_{k−1}), h_0 = input(x): with the model's
+    own layers (a sign slip in the residual sum changes what a trained PixelCNN computes)."""
+    torch.manual_seed(0)
+    model = ar.PixelCNN(channels=8, n_blocks=2, in_kernel=5)
+    x = torch.rand(2, 1, 6, 6).lt(0.5).float()
+    h = model.input(x)
+    for block in model.blocks:
+        h = h + block(h)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model.head(h), atol=1e-6)
