@@ -172,8 +172,9 @@ EQUIVALENT: dict[str, str] = {
         "x was just checked to be 4-D: x.shape[2] is x.shape[-2]",
     "autoencoder:_AutoEncoder.__init__: number `2`":
         "the class's own default code size is never used: autoencoder() always passes code",
-    "autoregressive:sample: delete `shape = tuple(shape)`":
-        "shape is a sequence (a tuple, list or torch.Size): math.prod and view unpack each alike",
+    **{f"autoregressive:{k}: delete `shape = tuple(shape)`": "shape is a sequence (a tuple, "
+       "list or torch.Size): len, indexing, math.prod and unpacking treat each alike"
+       for k in ("sample", "receptive_field")},
     "metrics:<module>: number `3`":
         "CLASSIFIER_CACHE_VERSION only names the cache file: any number not used before serves",
     "metrics:_source_tag: number `0`":
