@@ -100,6 +100,8 @@ COSMETIC: dict[str, str] = {
         "bool constant `False`", "number `9`", "number `100`")},
     **{f"metrics:{k}": "images per network call (memory and speed): a free default"
        for k in ("_batched: number `500`",)},
+    "mixtures:ellipse_points: number `100`":
+        "points on a drawn ellipse (how smooth the curve looks): a free default",
     "diffusion:sample_grid: number `15`":
         "a class label half a pixel lower beside its 28-pixel row (the test allows 1 pixel)",
 }
@@ -175,6 +177,16 @@ EQUIVALENT: dict[str, str] = {
     **{f"autoregressive:{k}: delete `shape = tuple(shape)`": "shape is a sequence (a tuple, "
        "list or torch.Size): len, indexing, math.prod and unpacking treat each alike"
        for k in ("sample", "receptive_field")},
+    "mixtures:gmm_sample: Add `means[z] + np.einsum('nij,nj->ni', chols[z], eps)`":
+        "ε ~ N(0, I) is symmetric, so μ − Lε has the law of μ + Lε: the same mixture",
+    **{f"mixtures:{k}: delete `x = _data(x, means.shape[1])`": "mvn_logpdf, called for each "
+       "component, checks x (type, dimensions, width D) with the same words"
+       for k in ("gmm_logpdf", "e_step")},
+    "mixtures:_mixture: compare 0 `abs(weights.sum() - 1) > 1e-08`":
+        "> vs >= 1e-8: differs only when the weights miss 1 by exactly 1e-8 in floating point",
+    "mixtures:ellipse_points: Add `mean + n_std * circle @ _cholesky(cov).T`":
+        "the ellipse is symmetric about its centre: mean − v traces the same curve (from the "
+        "opposite point)",
     "metrics:<module>: number `3`":
         "CLASSIFIER_CACHE_VERSION only names the cache file: any number not used before serves",
     "metrics:_source_tag: number `0`":
