@@ -48,7 +48,7 @@ BUGS = [
      "β̃_t and β_t swapped", "tests/test_diffusion.py::test_p_mean_variance_and_p_sample_against_ho_et_al"),
     (4, "diffusion", "nonzero = (t > 1)", "nonzero = (t > 0)", "noise added at t = 1",
      "tests/test_diffusion.py::test_p_mean_variance_and_p_sample_against_ho_et_al"),
-    (4, "diffusion", "return mean + nonzero * var.sqrt() * z", "return mean + nonzero * var * z",
+    (4, "diffusion", "x_prev = mean + nonzero * var.sqrt() * z", "x_prev = mean + nonzero * var * z",
      "noise scaled by σ_t² instead of σ_t",
      "tests/test_diffusion.py::test_p_mean_variance_and_p_sample_against_ho_et_al"),
     (5, "diffusion", "x0_hat = x0_hat.clamp(-1, 1)\n        eps = eps_from_x0",

@@ -34,3 +34,17 @@ def test_bad_input_names_the_argument():
         autoencoder.autoencoder(hidden=0)
     with pytest.raises(ValueError, match="x_hat must have the shape of the flattened x"):
         autoencoder.bce_per_image(torch.rand(3, 10), torch.rand(3, 1, 28, 28))
+
+
+def test_default_code_is_2_d_and_widths_of_1_are_valid():
+    """The default code is the 2-D one whose latent map 03_vae draws; width 1 is a valid size."""
+    torch.manual_seed(2)
+    x = torch.rand(3, 1, 28, 28)
+    assert autoencoder.autoencoder(hidden=8).encode(x).shape == (3, 2)
+    tiny = autoencoder.autoencoder(hidden=1, code=1)
+    assert tiny.encode(x).shape == (3, 1) and tiny(x).shape == (3, 784)
+
+
+def test_bce_refuses_a_numpy_x_hat():
+    with pytest.raises(ValueError, match="x_hat must have the shape of the flattened x"):
+        autoencoder.bce_per_image(torch.rand(3, 784).numpy(), torch.rand(3, 1, 28, 28))

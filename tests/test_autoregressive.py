@@ -198,3 +198,107 @@ def test_all_binary_patterns():
 def test_bad_arguments_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_orders_as_lists_or_int32_and_the_smallest_sizes():
+    """An ordering may be a list or an int32 tensor (degrees come back int64 either way); D = 2,
+    a hidden width of 1 and n = 1 sample are valid sizes; hidden widths may come from any
+    iterable, a generator included."""
+    want = ar.degrees_of(torch.tensor([2, 0, 1]))
+    for order in ([2, 0, 1], torch.tensor([2, 0, 1], dtype=torch.int32)):
+        got = ar.degrees_of(order)
+        assert got.dtype == torch.int64 and torch.equal(got, want)
+    masks = ar.made_masks([1, 0], [1], generator=torch.Generator().manual_seed(0))
+    assert [tuple(m.shape) for m in masks] == [(1, 2), (2, 1)]
+    made = ar.MADE([1, 0], [4])
+    x, log_prob = ar.sample(made, 1, (2,))
+    assert x.shape == (1, 2) and log_prob.shape == (1,)
+    a = ar.made_masks(torch.arange(5), [7, 5], generator=torch.Generator().manual_seed(4))
+    b = ar.made_masks(torch.arange(5), (h for h in (7, 5)), generator=torch.Generator().manual_seed(4))
+    assert len(a) == len(b) == 3 and all(torch.equal(p, q) for p, q in zip(a, b))
+    with pytest.raises(ValueError, match="kernel_size must be a positive integer, got -1"):
+        ar.conv_mask(-1, "A")
+
+
+def test_made_is_non_linear():
+    """ReLUs between the masked layers: the logits are not an affine function of x (without
+    them MADE would be a logistic-regression chain), with one hidden layer or two."""
+    torch.manual_seed(0)
+    for hidden in ([32], [32, 32]):
+        made = ar.MADE(torch.arange(6), hidden, generator=torch.Generator().manual_seed(1))
+        assert not torch.allclose(_jacobian(made, 6, seed=0), _jacobian(made, 6, seed=1)), hidden
+
+
+def test_pixelcnn_computes_its_residual_blocks_written_out():
+    """logits = head(h_K), h_k = h_{k−1} + block_k(h_{k−1}), h_0 = input(x): with the model's
+    own layers (a sign slip in the residual sum changes what a trained PixelCNN computes)."""
+    torch.manual_seed(0)
+    model = ar.PixelCNN(channels=8, n_blocks=2, in_kernel=5)
+    x = torch.rand(2, 1, 6, 6).lt(0.5).float()
+    h = model.input(x)
+    for block in model.blocks:
+        h = h + block(h)
+    with torch.no_grad():
+        assert torch.allclose(model(x), model.head(h), atol=1e-6)
+
+
+class _Certain(torch.nn.Module):
+    """A model sure that every pixel is 0: p(x_d = 1) = sigmoid(−1e4) = 0 exactly in float32."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return torch.full_like(x, -1e4) + 0 * self.w
+
+
+def test_sampling_never_draws_a_pixel_of_probability_0():
+    """x_d = 1 iff u < p with u ~ U[0, 1): p = 0 never gives 1, even when u is exactly 0 (seed 84
+    draws an exact 0.0 at position 96,765)."""
+    n = 100_000
+    assert torch.rand(n, generator=torch.Generator().manual_seed(84))[96_765] == 0
+    x, log_prob = ar.sample(_Certain(), n, (1,), generator=torch.Generator().manual_seed(84))
+    assert x.sum() == 0 and torch.isfinite(log_prob).all()
+
+
+def test_receptive_field_arguments_and_its_probe_images():
+    """Pixels are (row, column) inside an H × W image that need not be square, (0, 0) included;
+    n_inputs must be a positive count; the probe images are fair coin flips (x² has gradient 2x,
+    so the map is twice the number of probes with each pixel on)."""
+    model = ar.PixelCNN(4, 1)
+    assert ar.receptive_field(model, (1, 6, 4), (5, 3)).shape == (6, 4)
+    assert ar.receptive_field(model, [1, 6, 4], (0, 0)).sum() == 0   # the first pixel sees nothing
+    for bad in ((0, 4), (6, 0), (-1, 0)):
+        with pytest.raises(ValueError, match="pixel must lie inside the 6x4 image"):
+            ar.receptive_field(model, (1, 6, 4), bad)
+    with pytest.raises(ValueError, match="n_inputs must be a positive integer, got 0"):
+        ar.receptive_field(model, (1, 6, 4), (1, 1), n_inputs=0)
+
+    class Square(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return (self.w * x.square()).sum((2, 3), keepdim=True).expand_as(x)
+
+    n = 4000
+    share_on = ar.receptive_field(Square(), (1, 3, 3), (1, 1), n_inputs=n,
+                                  generator=torch.Generator().manual_seed(0)) / (2 * n)
+    assert (share_on - 0.5).abs().max() < 4 * (0.25 / n) ** 0.5
+
+
+def test_raster_allowed_known_answer_and_channel_shapes():
+    """Strictly before (1, 2) in a 3 × 4 raster: the 4 pixels of row 0 and 2 of row 1; a
+    (C, H, W) shape reads its last two entries."""
+    want = torch.zeros(3, 4, dtype=torch.bool)
+    want[0] = True
+    want[1, :2] = True
+    assert torch.equal(ar.raster_allowed((3, 4), (1, 2)), want)
+    assert torch.equal(ar.raster_allowed((1, 3, 4), (1, 2)), want)
+
+
+def test_all_binary_patterns_stops_above_20():
+    with pytest.raises(ValueError, match="D must be at most 20"):
+        ar.all_binary_patterns(21)

@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import numpy as np
@@ -75,6 +76,62 @@ def test_schedule_argument_errors():
         dif.cosine_schedule(10, max_beta=1.5)
 
 
+def test_schedule_defaults_are_ho_et_al_T_1000():
+    """Called without T, both schedules have Ho et al.'s T = 1000 steps (β from 1e-4 to 0.02)."""
+    lin, cos = dif.linear_schedule(), dif.cosine_schedule()
+    assert lin.T == cos.T == 1000
+    assert lin.beta[1].item() == pytest.approx(1e-4) and lin.beta[-1].item() == pytest.approx(0.02)
+
+
+def test_schedule_is_frozen_and_from_betas_checks_length_and_range():
+    """A schedule whose β could be reassigned would disagree with its α and ᾱ; an empty β or a
+    β_t = 1 (ᾱ = 0 from there on, the posterior divides by zero) must be refused."""
+    s = dif.linear_schedule(100)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.beta = 2 * s.beta
+    with pytest.raises(ValueError, match=r"T \(the number of diffusion steps\) must be an "
+                                         r"integer ≥ 1, got 0"):
+        dif.NoiseSchedule.from_betas([])
+    with pytest.raises(ValueError, match=r"open interval \(0, 1\), got β_2 = 1 "):
+        dif.NoiseSchedule.from_betas([0.5, 1.0])
+
+
+def test_log_snr_is_the_log_of_signal_over_noise():
+    """log SNR(t) = log(ᾱ_t / (1 − ᾱ_t)), written out (kills a sign slip in log1p(−ᾱ_t))."""
+    for s in (dif.linear_schedule(100), dif.cosine_schedule(100)):
+        ab = s.alpha_bar[1:]
+        assert torch.allclose(s.log_snr(), torch.log(ab / (1 - ab)), rtol=1e-9, atol=1e-9)
+
+
+def test_schedule_bounds_at_their_edges():
+    """The scaled linear β_T reaches 1 at T = 20 and passes it at T = 15: both refused by
+    linear_schedule's own message (not a later one about betas); s = 0 is a valid cosine offset,
+    max_beta = 0 or 1 are not."""
+    with pytest.raises(ValueError, match=r"beta_T must lie in \(0, 1\), got 1 \(the default "
+                                         r"scaled by 1000/T for T=20"):
+        dif.linear_schedule(20)
+    with pytest.raises(ValueError, match=r"beta_T must lie in \(0, 1\), got 1.333 .*T=15"):
+        dif.linear_schedule(15)
+    T = 10
+    s = dif.cosine_schedule(T, s=0.0)
+    f = [math.cos(t / T * math.pi / 2) ** 2 for t in range(T)]   # ᾱ_t = f(t) / f(0), f(0) = 1
+    assert torch.allclose(s.alpha_bar[:T], torch.tensor(f, dtype=torch.float64), atol=1e-12)
+    with pytest.raises(ValueError, match=r"s \(the offset of the cosine schedule\) must be ≥ 0, "
+                                         r"got -0.1"):
+        dif.cosine_schedule(T, s=-0.1)
+    for bad in (0.0, 1.0):
+        with pytest.raises(ValueError, match=rf"max_beta must lie in \(0, 1\), got {bad}"):
+            dif.cosine_schedule(T, max_beta=bad)
+
+
+def test_extract_broadcasts_over_images_by_default():
+    s = dif.linear_schedule(50)
+    t = torch.tensor([1, 7, 50])
+    c = dif.extract(s.alpha_bar, t)
+    assert c.shape == (3, 1, 1, 1) and c.dtype == torch.float32
+    assert torch.equal(c.flatten(), s.alpha_bar[t].float())
+
+
 # ----------------------------------------------------------------------------- forward process
 
 def test_q_sample_matches_iterated_chain():
@@ -129,6 +186,39 @@ def test_q_sample_argument_errors():
         dif.q_step(x0, 0, s)
 
 
+def test_q_step_with_given_noise_is_the_forward_step():
+    """x_t = √α_t x_{t−1} + √β_t ε for the ε given: with random noise a sign slip (− √β_t ε) has
+    the same distribution, with the caller's ε it does not."""
+    s = dif.linear_schedule(100)
+    g = torch.Generator().manual_seed(2)
+    x_prev, eps = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64).unbind(0)
+    a, b = s.alpha[7].item(), s.beta[7].item()
+    assert torch.allclose(dif.q_step(x_prev, 7, s, eps), math.sqrt(a) * x_prev + math.sqrt(b) * eps,
+                          atol=1e-7)
+    with pytest.raises(ValueError, match=r"x_prev must be a floating-point tensor"):
+        dif.q_step(torch.zeros(3, 1, 2, 2, dtype=torch.long), 3, s)
+
+
+def test_forward_process_and_samplers_take_points_B_D():
+    """Data need not be images: (B, D) points (the 2-D toy sets) diffuse and sample too; a
+    tensor without a batch dimension or a shape (B,) is refused."""
+    s = dif.linear_schedule(50)
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(2, 5, 2, generator=g).unbind(0)
+    ab = s.alpha_bar[10].item()
+    assert torch.allclose(dif.q_sample(x0, 10, s, eps), math.sqrt(ab) * x0 + math.sqrt(1 - ab) * eps,
+                          atol=1e-6)
+    model = lambda x, t: 0.1 * x  # noqa: E731
+    assert dif.p_sample_loop(model, (5, 2), s).shape == (5, 2)
+    assert dif.ddim_sample_loop(model, (5, 2), s, S=5).shape == (5, 2)
+    with pytest.raises(ValueError, match=r"x0 must be a floating-point tensor \(B, …\)"):
+        dif.q_sample(torch.zeros(5), 10, s)
+    for sampler in (dif.p_sample_loop, lambda *a: dif.ddim_sample_loop(*a, S=5)):
+        for shape in ((5,), (0, 1)):
+            with pytest.raises(ValueError, match=r"shape must be a tuple of positive integers"):
+                sampler(model, shape, s)
+
+
 # ----------------------------------------------------------------------------- posterior
 
 def _posterior_by_conditioning(s: dif.NoiseSchedule, t: int, x0: np.ndarray, xt: np.ndarray):
@@ -171,6 +261,17 @@ def test_posterior_at_t1_returns_x0():
         dif.q_posterior_mean_variance(x0, xt[:1], 1, s)
 
 
+def test_posterior_checks_x0_and_t_from_1():
+    """t = 0 has no posterior q(x_{−1} | x_0, x_0): its padded coefficients (zeros) would give a
+    silent mean 0 and variance 0."""
+    s = dif.linear_schedule(100)
+    x0 = torch.zeros(2, 1, 3, 3)
+    with pytest.raises(ValueError, match=r"t must lie in 1..100 \(T = 100\), got values in \[0, 4\]"):
+        dif.q_posterior_mean_variance(x0, x0, torch.tensor([0, 4]), s)
+    with pytest.raises(ValueError, match=r"x0 must be a floating-point tensor"):
+        dif.q_posterior_mean_variance(x0.long(), x0.long(), 3, s)
+
+
 # ----------------------------------------------------------------------------- training loss
 
 def _gaussian_oracle(s: dif.NoiseSchedule, mu: float, sd: float):
@@ -208,6 +309,13 @@ def test_training_loss_draws_every_step_from_1_to_T():
     assert t.dtype == torch.int64 and t.min().item() == 1 and t.max().item() == s.T
     counts = torch.bincount(t, minlength=s.T + 1)[1:].double()   # 5,000 draws, 100 per step
     assert counts.min() > 60 and counts.max() < 145             # uniform within ±4 sd
+
+
+def test_training_loss_refuses_a_batch_that_is_not_a_tensor():
+    """A NumPy batch or a list of images: the message about x0, not an AttributeError."""
+    for x0 in (np.zeros((4, 1, 2, 2), dtype=np.float32), np.zeros((4, 1, 2, 2)).tolist()):
+        with pytest.raises(ValueError, match=r"x0 must be a floating-point tensor"):
+            dif.training_loss(lambda x, t: x, x0, dif.linear_schedule(50))
 
 
 # ----------------------------------------------------------------------------- samplers
@@ -270,9 +378,106 @@ def test_ddim_step_clips_x0_to_minus1_1_and_recomputes_eps():
 
 
 
+def test_samplers_clip_x0_to_minus1_1_by_default():
+    """Images live in [−1, 1]: without a clip_denoised argument every sampler clips x̂_0 (a
+    default of False lets early, wild estimates of x̂_0 through)."""
+    s = dif.linear_schedule(100)
+    g = torch.Generator().manual_seed(4)
+    xt = 2 * torch.randn(4, 1, 3, 3, generator=g)
+    t = torch.tensor([1, 30, 70, 100])
+    raw = dif.predict_x0_from_eps(xt, t, _eps_model(xt, t), s)
+    assert raw.abs().max() > 1.5                                   # clipping has work to do
+    clipped = raw.clamp(-1, 1)
+    _, _, x0_hat = dif.p_mean_variance(_eps_model, xt, t, s)
+    assert torch.allclose(x0_hat, clipped)
+    # at t = 1 the step returns its (noise-free) mean, which is x̂_0 itself: ᾱ_0 = 1
+    assert torch.allclose(dif.p_sample(_eps_model, xt[:1], 1, s), clipped[:1], atol=1e-6)
+    # a DDIM jump to t' = 0 returns x̂_0
+    assert torch.allclose(dif.ddim_step(_eps_model(xt, t), xt, t, 0 * t, s), clipped, atol=1e-6)
+    x_T = 3 * torch.randn(4, 1, 3, 3, generator=g)
+    wild = lambda x, t: -x  # noqa: E731  (x̂_0 = (1 + √(1−ᾱ_t)) x_t / √ᾱ_t: far outside)
+    for sampler in (dif.p_sample_loop, lambda *a, **k: dif.ddim_sample_loop(*a, S=5, **k)):
+        out = sampler(wild, x_T.shape, s, x_T=x_T, generator=torch.Generator().manual_seed(0))
+        again = sampler(wild, x_T.shape, s, x_T=x_T, generator=torch.Generator().manual_seed(0),
+                        clip_denoised=True)
+        assert torch.equal(out, again) and out.abs().max() <= 1 + 1e-5
+
+
+def test_ddim_step_defaults_to_eta_0():
+    """η = 0 by default: DDIM's deterministic update (Song et al. 2021, eq. 12 with σ_t = 0)."""
+    s = dif.cosine_schedule(100)
+    g = torch.Generator().manual_seed(5)
+    xt, eps = torch.randn(2, 3, 1, 4, 4, generator=g, dtype=torch.float64).unbind(0)
+    t, t_prev = torch.tensor([50, 90, 100]), torch.tensor([20, 60, 70])
+    want = dif.ddim_step(eps, xt, t, t_prev, s, eta=0.0)
+    assert torch.equal(dif.ddim_step(eps, xt, t, t_prev, s), want)
+    ab, ab_prev = s.alpha_bar[t].view(-1, 1, 1, 1), s.alpha_bar[t_prev].view(-1, 1, 1, 1)
+    x0 = ((xt - (1 - ab).sqrt() * eps) / ab.sqrt()).clamp(-1, 1)
+    eps_c = (xt - ab.sqrt() * x0) / (1 - ab).sqrt()
+    assert torch.allclose(want, ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps_c, atol=1e-6)
+
+
+def test_ddim_eta0_draws_no_random_numbers_beyond_x_T():
+    """η = 0 is deterministic, so it must not consume random numbers: not torch's global stream
+    (a seeded notebook would draw other numbers afterwards for having sampled), and of the
+    caller's generator only x_T (its next use, e.g. guided_sample's next chunk, would start
+    elsewhere)."""
+    s = dif.cosine_schedule(50)
+    xt, eps = torch.randn(2, 2, 1, 4, 4).unbind(0)
+    t = torch.tensor([40, 30])
+    before = torch.get_rng_state()
+    dif.ddim_step(eps, xt, t, t - 10, s, eta=0.0)
+    assert torch.equal(torch.get_rng_state(), before)
+    g, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    dif.ddim_sample_loop(_eps_model, (2, 1, 4, 4), s, S=5, generator=g)
+    torch.randn((2, 1, 4, 4), generator=ref)                    # what x_T takes
+    assert torch.equal(g.get_state(), ref.get_state())
+
+
+def test_ddim_with_eta_above_0_draws_its_noise_from_the_generator():
+    """0 < η: the noise of every step comes from the caller's generator, so a seed repeats the
+    samples (noise from torch's global stream would not)."""
+    s = dif.cosine_schedule(50)
+    runs = [dif.ddim_sample_loop(_eps_model, (3, 1, 4, 4), s, S=5, eta=eta,
+                                 generator=torch.Generator().manual_seed(seed))
+            for eta, seed in ((0.5, 1), (0.5, 1), (0.5, 2), (0.0, 1))]
+    assert torch.equal(runs[0], runs[1])
+    assert not torch.allclose(runs[0], runs[2]) and not torch.allclose(runs[0], runs[3])
+
+
+def test_sampler_callbacks_see_every_step_and_its_clipped_x0():
+    """callback(t, x_t, x̂_0) before each step: DDPM at t = T..1, DDIM at τ_S..τ_1, with the
+    x̂_0 of that step clipped to [−1, 1] (the progress figures of the notebooks draw it)."""
+    s = dif.linear_schedule(40)
+    wide = lambda x, t: _eps_model(x, t) - 0.5 * x  # noqa: E731  (x̂_0 spread over ±3)
+    for name, run, steps in (
+            ("DDPM", lambda cb: dif.p_sample_loop(wide, (6, 1, 3, 3), s, callback=cb,
+                                                  generator=torch.Generator().manual_seed(0)),
+             list(range(40, 0, -1))),
+            ("DDIM", lambda cb: dif.ddim_sample_loop(wide, (6, 1, 3, 3), s, S=8, callback=cb,
+                                                     generator=torch.Generator().manual_seed(0)),
+             dif.ddim_timesteps(40, 8))):
+        seen = []
+        run(lambda t, x, x0: seen.append((t, x.clone(), x0.clone())))
+        assert [c[0] for c in seen] == steps, name
+        t, x, x0 = seen[len(seen) // 2]
+        raw = dif.predict_x0_from_eps(x, torch.full((6,), t), wide(x, torch.full((6,), t)), s)
+        assert ((raw > 1) & (raw < 2)).any() and ((raw < -1) & (raw > -2)).any(), name
+        assert torch.allclose(x0, raw.clamp(-1, 1), atol=1e-6), name
+
+
+def test_p_sample_refuses_integer_images():
+    with pytest.raises(ValueError, match=r"xt must be a floating-point tensor"):
+        dif.p_sample(lambda x, t: x, torch.zeros(2, 1, 4, 4, dtype=torch.long), 3,
+                     dif.linear_schedule(50))
+
 def test_ddim_timesteps():
     assert dif.ddim_timesteps(1000, 4) == [1000, 750, 500, 250]
     assert dif.ddim_timesteps(10, 10) == list(range(10, 0, -1))
+    assert dif.ddim_timesteps(10, 1) == [10]                      # one jump from T to 0
+    with pytest.raises(ValueError, match=r"T \(the number of diffusion steps\) must be an "
+                                         r"integer ≥ 1, got 10.0"):
+        dif.ddim_timesteps(10.0, 2)
     for S in (0, 11, 2.0):
         with pytest.raises(ValueError, match=r"S \(the number of DDIM steps\) must be an integer "
                                              r"in 1..T = 1..10, got " + str(S)):
@@ -366,3 +571,21 @@ def test_ema_follows_the_weights_with_warmup():
     assert not torch.equal(ema.module.weight, model.weight)
     with pytest.raises(ValueError, match=r"decay must lie in \(0, 1\), got 1"):
         dif.ema_of(model, opt, decay=1)
+
+
+def test_ema_default_decay_is_0_999_and_decay_0_is_refused():
+    """Without warm-up the average is d θ_EMA + (1 − d) θ with the documented default d = 0.999
+    (a default outside (0, 1) would make ema_of(model, opt) itself fail)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    ema = dif.ema_of(model, opt, warmup=False)
+    seen = []
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(8, 2)).square().mean().backward()
+        opt.step()
+        seen.append(model.weight.detach().clone())
+    assert torch.allclose(ema.module.weight, 0.999 * seen[0] + 0.001 * seen[1], atol=1e-7)
+    with pytest.raises(ValueError, match=r"decay must lie in \(0, 1\), got 0"):
+        dif.ema_of(model, opt, decay=0)

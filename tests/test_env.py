@@ -165,3 +165,15 @@ def test_dry_cap_rejects_non_counts(bad):
 def test_steps_rejects_what_is_not_a_count(bad):
     with pytest.raises(ValueError, match=r"steps\(full=\.\.\.\) must be a non-negative integer"):
         env.Profile("full", dry_cap=2).steps(smoke=1, standard=1, full=bad)
+
+
+def test_steps_edges_a_cap_of_1_a_count_of_0_and_numpy_counts():
+    """DGM_DRY_RUN=1 (one step of every loop) is a valid cap; 0 is a valid count (a loop that
+    does not run); a NumPy integer comes back as a Python int (it ends up in range(), in file
+    names and in JSON, which refuses numpy.int64)."""
+    one = env.Profile("full", dry_cap=1)
+    assert one.steps(smoke=1, standard=8, full=100) == 1
+    assert env.Profile("smoke").steps(smoke=0, standard=8, full=100) == 0
+    for profile in (env.Profile("full"), env.Profile("full", dry_cap=500)):
+        n = profile.steps(smoke=1, standard=8, full=np.int64(100))
+        assert n == 100 and type(n) is int

@@ -148,3 +148,43 @@ def test_a_lambda_fall_back_is_announced_by_the_references_it_stands_for(capsys)
     assert grading.use("my_square")(3) == 9
     out = capsys.readouterr().out
     assert "test_grading.ref_square)" in out and "<lambda>" not in out, out
+
+
+def test_a_reference_marked_now_is_guarded_like_the_others():
+    """The decorator itself: a reference marked during the session works outside a check and
+    raises inside the student's guarded function."""
+
+    @grading.reference
+    def ref_double(x):
+        return 2 * x
+
+    assert ref_double(4) == 8
+    ns = run("def my_double(x):\n    return ref_double(x)\n", notebook(ref_double=ref_double))
+    with pytest.raises(grading.ReferenceUsed):
+        run('with grading.check(4, {"my_double": ref_double}):\n    my_double(1)\n', ns)
+    assert ref_double(5) == 10
+
+
+def test_a_reference_may_be_forbidden_by_its_name():
+    ns = run("def my_cube(x):\n    return ref_square(x) * x\n", notebook())
+    cell = (f'with grading.check(2, {{"my_cube": ref_cube}}, forbid=["{ref_square.reference_name}"]):\n'
+            "    assert my_cube(2) == 8\n")
+    with pytest.raises(grading.ReferenceUsed):
+        run(cell, ns)
+
+
+def test_a_missing_second_name_restores_the_first_and_fails_the_check():
+    ns = run("def my_square(x):\n    return ref_square(x)\n", notebook())
+    original = ns["my_square"]
+    cell = 'with grading.check(1, {"my_square": ref_square, "my_cube": ref_cube}):\n    pass\n'
+    with pytest.raises(NameError, match="my_cube is not defined"):
+        run(cell, ns)
+    assert ns["my_square"] is original and ns["my_square"](3) == 9   # unguarded again
+
+
+def test_reset_forgets_the_checks():
+    ns = run("def my_square(x):\n    return x * x\n", notebook())
+    run(CHECK_1, ns)
+    assert grading.passed(1)
+    grading.reset()
+    assert not grading.passed(1)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pytest
 import torch
 
@@ -96,6 +97,39 @@ def test_conditional_training_loss_feeds_dropped_labels_to_the_model():
         dif.conditional_training_loss(lambda xt, t, y: xt, x0, y, s)
 
 
+
+def test_drop_labels_null_class_0_and_p_uncond_0_exactly():
+    """0 is a valid null class; p_uncond = 0 keeps every label even when the uniform draw is
+    exactly 0 (seed 84 draws an exact 0.0 at position 96,765): the test is u < p, not u ≤ p."""
+    y = torch.arange(1, 11)
+    assert torch.equal(dif.drop_labels(y, 1.0, 0), torch.zeros_like(y))
+    n = 100_000
+    assert torch.rand(n, generator=torch.Generator().manual_seed(84))[96_765] == 0
+    y = torch.ones(n, dtype=torch.long)
+    assert torch.equal(dif.drop_labels(y, 0.0, 10, torch.Generator().manual_seed(84)), y)
+
+
+def test_conditional_training_loss_default_drops_a_tenth_and_checks_y():
+    """The default p_uncond is Ho & Salimans' 0.1; a single label (an int) is refused with the
+    message about y, not a TypeError from len()."""
+    seen = []
+
+    def spy(xt, t, y):
+        seen.append(y.clone())
+        return torch.zeros_like(xt)
+
+    spy.config = nets.UNetConfig(**TINY)
+    s = dif.linear_schedule(50)
+    x0, y = torch.zeros(1000, 1, 2, 2), torch.arange(1000) % 10
+    g = torch.Generator().manual_seed(8)
+    for _ in range(10):
+        dif.conditional_training_loss(spy, x0, y, s, generator=g)
+    share = (torch.stack(seen) == 10).double().mean().item()
+    assert abs(share - 0.1) < 4 * math.sqrt(0.1 * 0.9 / 10_000)
+    with pytest.raises(ValueError, match="y must be a 1-D integer tensor of class labels"):
+        dif.conditional_training_loss(spy, x0[:1], 3, s)
+
+
 # ----------------------------------------------------------------------------- the combination
 
 def test_guided_eps_special_cases_are_exact_and_match_ho_salimans():
@@ -134,6 +168,22 @@ def test_guided_model_matches_separate_network_calls():
         dif.Guided(model, y, 2.0)(x[:2], t[:2])
 
 
+def test_guided_checks_labels_at_once_and_w_0_makes_one_unconditional_call():
+    """Labels are checked when Guided is built (not deep inside a sampler); w = 0 is the
+    unconditional model and costs one network call on B images, not 2B."""
+    with pytest.raises(ValueError, match="y must be a 1-D integer tensor"):
+        dif.Guided(tiny_conditional_unet(), torch.tensor([1.0, 2.0]), 2.0)
+    calls = []
+
+    def spy(x, t, y):
+        calls.append((len(x), y.clone()))
+        return torch.zeros_like(x)
+
+    spy.config = nets.UNetConfig(**TINY)
+    dif.Guided(spy, torch.tensor([3, 4]), 0)(torch.zeros(2, 1, 4, 4), torch.tensor([5, 5]))
+    assert len(calls) == 1 and calls[0][0] == 2 and torch.equal(calls[0][1], torch.tensor([10, 10]))
+
+
 def test_unet_rejects_labels_out_of_range():
     model = tiny_conditional_unet()
     x, t = torch.zeros(2, 1, 28, 28), torch.tensor([1, 2])
@@ -157,6 +207,13 @@ def test_guided_sample_shapes_and_repeatability():
     assert c.shape == (5, 1, 28, 28) and torch.isfinite(c).all() and c.abs().max() <= 1 + 1e-5
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         dif.guided_sample(model, y, 2.0, s, S=4, batch_size=0)
+    one = dif.guided_sample(model, y[:2], 2.0, s, S=4, batch_size=1,      # one image per call
+                            generator=torch.Generator().manual_seed(0))
+    assert one.shape == (2, 1, 28, 28)
+    none = dif.guided_sample(model, y[:0], 2.0, s, S=4)                    # no labels, no images
+    assert none.shape == (0, 1, 28, 28)
+    with pytest.raises(ValueError, match="y must be a 1-D integer tensor"):
+        dif.guided_sample(model, [0, 3], 2.0, s, S=4)
 
 
 # ----------------------------------------------------------------------------- checkpoints and grids
@@ -188,6 +245,60 @@ def test_sample_grid_writes_a_png_with_one_row_per_class(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.png", "m.pt"]  # no temporaries
     _, again = dif.sample_grid(path, [1, 7], w=3.0, out=tmp_path / "grid.png", n_per_class=3, S=4)
     assert torch.equal(x, again)                                  # the seed fixes the samples
+    # the images are the guided samples mapped from [−1, 1] to [0, 1] (x + 1) / 2
+    model, s, _ = dif.load_model(path)
+    y = torch.tensor([1, 7]).repeat_interleave(3)
+    direct = dif.guided_sample(model, y, 3.0, s, S=4, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(x, ((direct + 1) / 2).clamp(0, 1), atol=1e-6)
+    # one class may be given as an int (class 0 included), and out as a string
+    _, single = dif.sample_grid(path, 0, w=3.0, out=str(tmp_path / "grid.png"), n_per_class=2, S=4)
+    _, listed = dif.sample_grid(path, [0], w=3.0, out=tmp_path / "grid.png", n_per_class=2, S=4)
+    assert single.shape == (2, 1, 28, 28) and torch.equal(single, listed)
+    # load_model puts the model on the device asked for (meta: a device every machine has)
+    on_meta, _, _ = dif.load_model(path, device="meta")
+    assert next(on_meta.parameters()).device.type == "meta"
+
+
+def test_sample_grid_figure_shows_the_samples_with_a_label_beside_each_row(tmp_path, monkeypatch):
+    """The PNG's image is the samples (0 black, 1 white, white padding), each class label sits
+    at the height of its own row, and the title names the guidance weight and the sampler."""
+    from matplotlib.figure import Figure
+
+    drawn, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k)))
+    path = dif.save_model(tmp_path / "m.pt", tiny_conditional_unet(), dif.cosine_schedule(20))
+    classes = list(range(10))
+    _, x = dif.sample_grid(path, classes, w=2.5, out=tmp_path / "g.png", n_per_class=2, S=2)
+    (fig,) = drawn
+    (ax,) = fig.axes
+    (im,) = ax.images
+    grid = im.get_array()
+    assert grid.shape == (2 + 30 * 10, 2 + 30 * 2)                 # 28-pixel digits, 2 padding
+    for i in range(len(x)):
+        r, c = divmod(i, 2)
+        assert np.allclose(grid[2 + 30 * r:30 + 30 * r, 2 + 30 * c:30 + 30 * c], x[i, 0].numpy())
+    assert (grid[:2] >= 1).all() and (grid[:, :2] >= 1).all()     # the padding shows white
+    assert np.allclose(im.to_rgba(np.array([0.0, 1.0]))[:, :3], [[0, 0, 0], [1, 1, 1]])
+    ticks, labels = ax.get_yticks(), [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [str(c) for c in classes]
+    centres = [2 + 30 * r + 13.5 for r in range(10)]              # middle of each row's pixels
+    assert np.allclose(ticks, centres, atol=1.0)
+    assert fig.get_suptitle() == "w = 2.5, DDIM S = 2"
+
+
+def test_sample_grid_defaults_are_the_scripts(tmp_path, monkeypatch):
+    """The notebook calls sample_grid with its defaults and scripts/sample_guided.py with its
+    own (8 per class, DDIM with 50 steps, seed 0): the same checkpoint must give the same PNG."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sample_guided", ROOT / "scripts" / "sample_guided.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    path = dif.save_model(tmp_path / "m.pt", tiny_conditional_unet(), dif.cosine_schedule(60))
+    monkeypatch.setenv("DGM_DEVICE", "cpu")                    # sample_grid's default device
+    assert script.main([str(path), "--classes", "3", "--w", "2", "--out", str(tmp_path / "a.png")]) == 0
+    dif.sample_grid(path, [3], 2.0, tmp_path / "b.png")
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
 
 
 def test_sample_grid_errors_leave_nothing_behind(tmp_path, monkeypatch):

@@ -197,3 +197,112 @@ def test_ellipse_points_lie_on_the_mahalanobis_contour():
     np.testing.assert_allclose(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d), 4.0)
     with pytest.raises(ValueError, match="n_std must be a number > 0"):
         mx.ellipse_points(np.zeros(2), cov, n_std=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Input checks: each exists so that a wrong argument is named, not failed on deep inside numpy
+# ------------------------------------------------------------------------------------------------
+
+
+def test_parameters_may_be_python_lists_and_a_weight_may_be_0():
+    """Plain lists are arrays of numbers; a zero weight is a component that never fires (the
+    mixture is then its other component)."""
+    weights, means, covs = [1.0, 0.0], [[0.0, 0.0], [5.0, 5.0]], [np.eye(2).tolist()] * 2
+    x = [[0.1, -0.2], [1.0, 2.0]]
+    got = mx.gmm_logpdf(x, weights, means, covs)
+    np.testing.assert_allclose(got, stats.multivariate_normal(np.zeros(2), np.eye(2)).logpdf(x),
+                               rtol=1e-12)
+    resp, _ = mx.e_step(x, weights, means, covs)
+    np.testing.assert_allclose(resp[:, 1], 0.0)
+
+
+def test_mixture_shapes_counts_scales_and_symmetry_are_checked():
+    weights, means, covs = np.array([0.5, 0.5]), np.zeros((2, 2)), np.stack([np.eye(2)] * 2)
+    with pytest.raises(ValueError, match=r"weights, means, covs must have shapes \(K,\), \(K, D\), "
+                                         r"\(K, D, D\); got \(3,\)"):
+        mx.gmm_logpdf(np.zeros((1, 2)), np.full(3, 1 / 3), means, covs)
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match=rf"n must be an integer >= 1, got {bad!r}"):
+            mx.clt_sample(bad, 10, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="sigma must be > 0, got minimum"):
+        mx.normal_pdf(0.0, 0.0, 0.0)
+    # an asymmetric "covariance": Cholesky reads one triangle and would not notice
+    with pytest.raises(ValueError, match="cov must be symmetric"):
+        mx.mvn_logpdf(np.zeros((1, 2)), np.zeros(2), np.array([[2.0, 0.5], [0.3, 2.0]]))
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
+        mx.gmm_sample(0, weights, means, covs, rng)
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        mx.gmm_sample(5, weights, means, covs, 0)
+
+
+def test_every_reference_takes_lists_as_arrays():
+    """Data and parameters typed in by hand (lists) give what the same arrays give."""
+    x1 = [1.0, 2.0, 4.0]
+    assert mx.gaussian_mle(x1) == mx.gaussian_mle(np.array(x1))
+    assert mx.gaussian_loglik(x1, 1.0, 2.0) == mx.gaussian_loglik(np.array(x1), 1.0, 2.0)
+    x2, mu, cov = [[0.0, 1.0], [2.0, -1.0], [1.0, 1.0]], [0.5, 0.0], [[2.0, 0.3], [0.3, 1.0]]
+    np.testing.assert_array_equal(mx.mvn_logpdf(x2, mu, cov),
+                                  mx.mvn_logpdf(np.array(x2), np.array(mu), np.array(cov)))
+    for got, want in zip(mx.mvn_mle(x2), mx.mvn_mle(np.array(x2))):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_one_value_is_enough_for_the_mle_and_the_ks_distance():
+    assert mx.gaussian_mle([2.0]) == (2.0, 0.0)
+    assert mx.ks_to_normal([0.0]) == pytest.approx(0.5)          # F_N jumps from 0 to 1 at Φ = 0.5
+
+
+def test_ks_distance_where_the_sup_is_just_before_a_jump():
+    """z = (−3, 2.5, 3): the largest gap is Φ(2.5) − 1/3, just before the second jump of the
+    empirical CDF; scipy's kstest is the independent route."""
+    z = np.array([-3.0, 2.5, 3.0])
+    want = stats.kstest(z, "norm").statistic
+    assert want == pytest.approx(stats.norm.cdf(2.5) - 1 / 3)
+    assert mx.ks_to_normal(z) == pytest.approx(want, rel=1e-12)
+
+
+def test_m_step_edges_hard_assignments_defaults_and_errors():
+    """One-hot responsibilities (zeros allowed) give each cluster's own mean and biased
+    covariance, a cluster of one point included; the default reg_covar is sklearn's 1e-6; a
+    component with no responsibility, a negative reg_covar or resp of another length are named."""
+    x = np.array([[0.0, 0.0], [2.0, 1.0], [5.0, 5.0]])
+    resp = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    weights, means, covs = mx.m_step(x.tolist(), resp.tolist())          # lists, default reg
+    np.testing.assert_allclose(weights, [2 / 3, 1 / 3])
+    np.testing.assert_allclose(means, [[1.0, 0.5], [5.0, 5.0]])
+    reg = GaussianMixture().reg_covar                                     # 1e-6
+    np.testing.assert_allclose(covs[0], np.cov(x[:2].T, bias=True) + reg * np.eye(2), rtol=1e-12)
+    np.testing.assert_allclose(covs[1], reg * np.eye(2), rtol=1e-12)
+    with pytest.raises(ValueError, match="every component needs some responsibility"):
+        mx.m_step(x, np.c_[resp, np.zeros(3)])
+    with pytest.raises(ValueError, match="reg_covar must be a number >= 0, got -1"):
+        mx.m_step(x, resp, reg_covar=-1)
+    with pytest.raises(ValueError, match=r"resp must be non-negative with shape \(3, K\)"):
+        mx.m_step(x, np.r_[resp, [[1.0, 0.0]]])
+
+
+def test_em_with_zero_iterations_and_a_negative_count():
+    """n_iter = 0 returns the starting parameters and their log-likelihood; −1 is refused."""
+    x = np.array([[0.0, 0.0], [2.0, 1.0], [5.0, 5.0]])
+    start = (np.array([0.5, 0.5]), np.array([[0.0, 0.0], [5.0, 5.0]]), np.stack([np.eye(2)] * 2))
+    out = mx.em(x, *start, n_iter=0)
+    np.testing.assert_array_equal(out["means"], start[1])
+    assert out["loglik"] == [pytest.approx(mx.gmm_logpdf(x, *start).sum())]
+    with pytest.raises(ValueError, match="n_iter must be an integer >= 0, got -1"):
+        mx.em(x, *start, n_iter=-1)
+
+
+def test_ellipse_is_a_closed_curve_of_n_points_at_2_sd_by_default():
+    """The default contour is the 2-standard-deviation one; the curve starts and ends at the same
+    point (angles 0..2π) with n ≥ 3 points; lists are arrays; mean and cov shapes are named."""
+    mean, cov = [1.0, -1.0], [[2.0, 0.8], [0.8, 1.0]]
+    pts = mx.ellipse_points(mean, cov)
+    d = pts - mean
+    np.testing.assert_allclose(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d), 4.0)
+    np.testing.assert_allclose(pts[0], pts[-1], atol=1e-12)
+    angles = np.unwrap(np.arctan2(*np.linalg.solve(np.linalg.cholesky(cov), d.T)[::-1]))
+    assert abs(angles[-1] - angles[0]) == pytest.approx(2 * np.pi)       # once round
+    assert mx.ellipse_points(mean, cov, n_std=1, n=3).shape == (3, 2)
+    with pytest.raises(ValueError, match=r"mean and cov must have shapes \(2,\) and \(2, 2\)"):
+        mx.ellipse_points([0.0, 0.0, 0.0], cov)

@@ -370,8 +370,9 @@ def test_a_flipped_byte_in_the_cached_classifier_is_detected(tmp_path, monkeypat
     with pytest.raises(train.ChecksumError, match=r"does not match its checksum"):
         train.load_checkpoint(path, checksum=True)
     with pytest.warns(RuntimeWarning, match=r"cached reference classifier cannot be used.*"
-                                            r"does not match its checksum.*training it again"):
+                                            r"does not match its checksum.*training it again") as seen:
         metrics.reference_classifier("offline", epochs=1)
+    assert seen[0].filename == __file__       # the warning points at the caller's line
     assert len(trained) == 2  # retrained, and the new cache verifies
     train.load_checkpoint(path, checksum=True)
 

@@ -58,3 +58,16 @@ def test_bad_input_names_the_argument():
         torus.polar_head(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="raw must be a tensor"):
         torus.polar_coordinates([1.0, 2.0, 3.0])
+
+
+def test_any_leading_shape_one_point_or_a_batch_of_sets():
+    """raw (..., 3): a single point (3,) and sets of points (2, 5, 3) give points of the same
+    leading shape, each the head of its own raw triple."""
+    g = torch.Generator().manual_seed(3)
+    raw = torch.randn(2, 5, 3, generator=g, dtype=torch.float64)
+    out = torus.polar_head(raw)
+    assert out.shape == (2, 5, 3)
+    assert torch.allclose(out.reshape(10, 3), torus.polar_head(raw.reshape(10, 3)))
+    assert torch.allclose(torus.polar_head(raw[1, 2]), out[1, 2])
+    rho, theta, phi = torus.polar_coordinates(raw[0, 0])
+    assert rho.shape == theta.shape == phi.shape == ()

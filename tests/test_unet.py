@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -78,6 +80,44 @@ def test_residual_block_is_the_identity_path_at_initialisation(c_in, c_out):
         assert torch.equal(block(x, emb), x)
 
 
+def test_residual_block_computes_ho_et_al_block_with_its_layers():
+    """x ↦ skip(x) + conv2(drop(SiLU(norm2(conv1(SiLU(norm1(x))) + Linear(SiLU(emb)))))), written
+    out with the block's own trained layers: a sign slip in the embedding shift or the residual
+    sum changes what every saved network computes."""
+    torch.manual_seed(1)
+    for c_in, c_out in ((8, 8), (8, 16)):
+        block = _randomised(nets.ResBlock(c_in, c_out, emb_dim=12, groups=4, dropout=0.0))
+        x, emb = torch.randn(2, c_in, 7, 7), torch.randn(2, 12)
+        F = torch.nn.functional
+        h = block.conv1(F.silu(block.norm1(x))) + block.emb(F.silu(emb))[:, :, None, None]
+        want = block.skip(x) + block.conv2(F.silu(block.norm2(h)))
+        assert torch.allclose(block(x, emb), want, atol=1e-5)
+
+
+def test_self_attention_matches_torch_multihead_attention():
+    """Against torch.nn.MultiheadAttention with the same weights: the 1×1 qkv conv is its
+    in-projection (q, k, v stacked, heads of C/heads consecutive channels), the out conv its
+    out-projection, over the H·W positions of the normalised map; plus the residual x."""
+    torch.manual_seed(2)
+    C, heads = 16, 4
+    attn = nets.SelfAttention(C, heads=heads, groups=4).eval()
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.normal_(0, 0.3)
+    mha = torch.nn.MultiheadAttention(C, heads, batch_first=True).eval()
+    with torch.no_grad():
+        mha.in_proj_weight.copy_(attn.qkv.weight.view(3 * C, C))
+        mha.in_proj_bias.copy_(attn.qkv.bias)
+        mha.out_proj.weight.copy_(attn.out.weight.view(C, C))
+        mha.out_proj.bias.copy_(attn.out.bias)
+    x = torch.randn(2, C, 5, 6)                               # H ≠ W: rows and columns apart
+    seq = attn.norm(x).flatten(2).transpose(1, 2)             # (B, H·W, C)
+    with torch.no_grad():
+        out, _ = mha(seq, seq, seq, need_weights=False)
+        want = x + out.transpose(1, 2).reshape(2, C, 5, 6)
+        assert torch.allclose(attn(x), want, atol=1e-5)
+
+
 def test_self_attention_is_the_identity_at_initialisation():
     torch.manual_seed(0)
     attn = nets.SelfAttention(16, heads=2, groups=4)
@@ -135,8 +175,45 @@ def test_config_accepts_valid_edge_cases_and_rejects_a_zero_mult():
 
 
 def test_config_is_immutable():
+    """A model's config describes its layers: changing it afterwards would make it lie (and
+    save_model would write the wrong network)."""
+    cfg = nets.UNetConfig(base_channels=8, groups=4, num_heads=2)
     with pytest.raises(AttributeError):
-        SMALL.base_channels = 16
+        cfg.base_channels = 16
+
+
+def test_num_heads_must_divide_the_width_of_the_last_level():
+    """Attention runs at the lowest resolution, whose width is base · channel_mults[-1]."""
+    nets.UNetConfig(base_channels=8, groups=4, channel_mults=(1, 2, 4), num_heads=32)  # 32 | 32
+    nets.UNetConfig(base_channels=8, groups=4, channel_mults=(2,), num_heads=16)       # one level
+    with pytest.raises(ValueError, match=r"num_heads=12 must divide the lowest resolution's "
+                                         r"width 32"):
+        nets.UNetConfig(base_channels=8, groups=4, channel_mults=(1, 2, 4), num_heads=12)
+
+
+def test_class_and_time_embeddings_enter_as_a_sum():
+    """emb = time_mlp(t) + class_emb(y): give class a the time embedding of t₁ and class b that
+    of t₂, and (t₂, a) and (t₁, b) must give the same output (a difference would not)."""
+    cfg = nets.UNetConfig(base_channels=8, groups=4, num_heads=2, num_classes=10)
+    model = _randomised(nets.UNet(cfg))
+    t1, t2 = torch.tensor([30]), torch.tensor([700])
+    with torch.no_grad():
+        for row, t in ((2, t1), (5, t2)):
+            model.class_emb.weight[row] = model.time_mlp(nets.sinusoidal_embedding(t, 8))[0]
+        x = torch.randn(1, 1, 28, 28)
+        a = model(x, t2, torch.tensor([2]))
+        b = model(x, t1, torch.tensor([5]))
+    assert (a - model(x, t1, torch.tensor([2]))).abs().max() > 1e-3   # t matters here
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_images_need_not_be_square():
+    """H and W are checked one by one: 28 × 32 works, 28 × 30 and 30 × 28 are refused."""
+    model = _randomised(nets.UNet(SMALL))
+    assert model(torch.randn(2, 1, 28, 32), torch.tensor([1, 2])).shape == (2, 1, 28, 32)
+    for shape in ((2, 1, 28, 30), (2, 1, 30, 28)):
+        with pytest.raises(ValueError, match=r"H and W\s+divisible by 4, got " + re.escape(str(shape))):
+            model(torch.zeros(shape), torch.tensor([1, 2]))
 
 
 def test_bad_inputs():
