@@ -61,6 +61,12 @@ grade: $(STAMP)
 	@# only a real error (exit 2: no notebook) fails the make target.
 	$(BIN)/python scripts/grade.py $(NB) --json $(GRADE_JSON) || [ $$? -eq 1 ]
 
+# Dry runs of the full profile on the CPU for every notebook, the long ones (05, 07, 08) included
+# (tests/test_dry_run.py; `make test` skips those three): sizes as on a GPU, counts capped at 2.
+.PHONY: dryrun
+dryrun: $(STAMP)
+	DGM_DRY_RUN_ALL=1 DGM_DATA=offline $(BIN)/python -m pytest tests/test_dry_run.py -s
+
 clean:
 	rm -rf $(VENV) site test-artifacts
 
