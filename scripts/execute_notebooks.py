@@ -50,6 +50,13 @@ def execute(path: Path) -> float:
                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     seconds = time.perf_counter() - start
+    clean_outputs(nb)
+    nbformat.write(nb, path)
+    return seconds
+
+
+def clean_outputs(nb) -> None:
+    """Drop per-run metadata (timings, widget state) and this machine's paths from the outputs."""
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         for out in cell.get("outputs", []):
@@ -58,8 +65,6 @@ def execute(path: Path) -> float:
             if "data" in out and "text/plain" in out["data"]:
                 out["data"]["text/plain"] = scrub(out["data"]["text/plain"])
     nb.metadata.pop("widgets", None)
-    nbformat.write(nb, path)
-    return seconds
 
 
 if __name__ == "__main__":

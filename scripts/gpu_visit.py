@@ -69,7 +69,7 @@ def _load_script(name: str):
     return module
 
 
-scrub = _load_script("execute_notebooks").scrub  # the committed notebooks' path scrubbing
+clean_outputs = _load_script("execute_notebooks").clean_outputs  # as for committed notebooks
 
 
 @contextlib.contextmanager
@@ -161,14 +161,7 @@ def run_notebook(path: Path, out_dir: Path, env: dict[str, str | None],
     row.setdefault("peak_gpu_mib", None)
     row["peak_rss_mib"] = row["peak_rss_mib"] and round(row["peak_rss_mib"])
     row["peak_gpu_mib"] = row["peak_gpu_mib"] and round(row["peak_gpu_mib"])
-    for cell in nb.cells:
-        cell.metadata.pop("execution", None)
-        for out in cell.get("outputs", []):
-            if "text" in out:
-                out["text"] = scrub(out["text"])
-            if "data" in out and "text/plain" in out["data"]:
-                out["data"]["text/plain"] = scrub(out["data"]["text/plain"])
-    nb.metadata.pop("widgets", None)
+    clean_outputs(nb)
     row["results_table"] = results_table(nb)
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / path.name)
