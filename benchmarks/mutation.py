@@ -89,6 +89,7 @@ COSMETIC: dict[str, str] = {
         "latent_scatter: number `0.6`", "latent_scatter: number `0.7`",
         "point_cloud_3d: number `5`", "point_cloud_3d: number `4.5`",
         "point_cloud_3d: number `2`")},
+    "plot:loss_curves: delete `ax.grid(alpha=0.3)`": "figure style: faint grid lines behind the curves",
     **{f"diffusion:{k}": "images per network call (memory and speed): a free default"
        for k in ("guided_sample: number `500`", "sample_grid: number `500`")},
     **{f"diffusion:sample_grid: {k}": "figure style of the written grid (figure size, axes "

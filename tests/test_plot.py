@@ -95,3 +95,25 @@ def test_plots_draw_into_a_given_axes():
     assert plot.image_grid(torch.zeros(1, 1, 4, 4), ax=axes[0]) is axes[0]
     assert plot.loss_curves({"train_loss": [1.0, 0.5]}, ax=axes[1]) is axes[1]
     assert len(fig.axes) == 2
+
+
+def test_scatter_and_cloud_draw_the_given_coordinates_and_colours():
+    """Kills a swapped or repeated column (z[:, 1] for z[:, 0], y for x in 3-D) and a colour
+    argument that is dropped: the figure must show exactly the points and values passed in."""
+    z = torch.tensor([[0.0, 1.0], [2.0, -1.0], [3.0, 0.5]])
+    pts = plot.latent_scatter(z).collections[0]
+    assert pts.get_offsets().tolist() == z.tolist()
+    cloud = torch.tensor([[0.5, -2.0, 1.0], [0.0, 1.0, -0.5], [1.5, 0.25, 0.75]])
+    colour = torch.tensor([0.0, 0.5, 1.0])
+    drawn = plot.point_cloud_3d(cloud, c=colour).collections[0]
+    xs, ys, zs = (list(map(float, v)) for v in drawn._offsets3d)  # what the 3-D axes project
+    assert [xs, ys, zs] == cloud.T.tolist()
+    assert drawn.get_array().tolist() == colour.tolist()
+    assert plot.point_cloud_3d(cloud).collections[0].get_array() is None  # no colour: one colour
+
+
+def test_point_cloud_box_is_a_cube():
+    """Kills a dropped or changed box aspect: matplotlib's default 3-D box (4:4:3) squashes z, so a
+    torus of the right shape would look flattened, and the figure would mislead."""
+    aspect = plot.point_cloud_3d(torch.randn(20, 3)).get_box_aspect()
+    assert aspect[0] == pytest.approx(aspect[1]) == pytest.approx(aspect[2])
