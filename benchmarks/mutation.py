@@ -73,6 +73,9 @@ MODULE_TESTS = {
     "flows": ["tests/test_flows.py"],
     "torus": ["tests/test_torus.py"],
     "grading": ["tests/test_grading.py"],
+    "hvae": ["tests/test_hvae.py"],
+    "schedules": ["tests/test_schedules.py", "tests/test_training_practice.py"],
+    "anomaly": ["tests/test_anomaly.py"],
 }
 
 # Mutants that change only how something looks (a figure's size, a marker's size or
@@ -113,6 +116,16 @@ BLIND = {"tests/test_guidance.py::test_sample_guided_script"}
 
 # Mutants that cannot change any result, keyed as the run prints them; the reason says why.
 EQUIVALENT: dict[str, str] = {
+    "schedules:warmup_cosine_lr: compare 0 `step < warmup_steps`":
+        "at step = W both branches give the peak: (W + 1) / (W + 1) = 1 and cos(0) = 1",
+    "schedules:lr_trace: number `1`":
+        "the size of the probe parameter of the recording optimizer: the rates do not depend on it",
+    "anomaly:roc_curve: bool constant `True` #2":
+        "a stable sort only orders equal scores; only the counts at the end of each tie are kept",
+    "anomaly:anomaly_scores: Add `mu + torch.exp(0.5 * logvar) * torch.randn((k, *mu.shape)...`":
+        "mu - sigma * eps has the law of mu + sigma * eps (eps is symmetric): the same estimators",
+    "anomaly:mean_se: compare 0 `len(v) > 1`":
+        "the unbiased sd of one value is already NaN, the value the guard returns",
     "elbo:iw_bound: number `100`":
         "the default chunk size only splits the k samples into other batches: the bound is the "
         "same estimator (test_iw_bound_is_exact_..._chunking_does_not_matter)",

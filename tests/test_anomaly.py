@@ -127,3 +127,25 @@ def test_mean_se():
     assert math.isnan(anomaly.mean_se([0.7])[1])
     with pytest.raises(ValueError, match="non-empty list"):
         anomaly.mean_se([])
+
+
+def test_one_anomaly_is_enough_to_rank():
+    """Both classes present is the rule: a single anomaly among normals is a valid ROC input."""
+    fpr, tpr, _ = anomaly.roc_curve([0.1, 0.2, 0.9], [0, 0, 1])
+    assert anomaly.auc(fpr, tpr) == pytest.approx(skm.roc_auc_score([0, 0, 1], [0.1, 0.2, 0.9]))
+    assert anomaly.auc([0.0, 1.0], [0.0, 1.0]) == pytest.approx(0.5)  # two points: the chance line
+
+
+def test_rates_at_counts_strictly_above_and_both_rates():
+    """"anomaly if score > threshold": a score equal to the threshold is not flagged; the
+    false-positive rate is flagged normals over all normals (checked by hand on 3 + 2 points)."""
+    scores, labels = [0.1, 0.5, 0.7, 0.5, 0.9], [0, 0, 0, 1, 1]
+    det, fp = anomaly.rates_at(scores, labels, 0.5)
+    assert det == pytest.approx(1 / 2) and fp == pytest.approx(1 / 3)
+    det, fp = anomaly.rates_at(scores, labels, 0.05)
+    assert (det, fp) == (1.0, 1.0)
+
+
+def test_mean_se_of_two_values():
+    m, se = anomaly.mean_se([1.0, 3.0])  # sd = sqrt(2), se = sqrt(2) / sqrt(2)
+    assert (m, se) == (pytest.approx(2.0), pytest.approx(1.0))

@@ -133,3 +133,75 @@ def test_warmup_cosine_torch_bad_warmup():
     with pytest.raises(ValueError, match="warmup_steps must be smaller than total_steps=5"):
         schedules.warmup_cosine_torch(opt, 5, 5)
     assert math.isclose(schedules.lr_trace(lambda o: schedules.warmup_cosine_torch(o, 4, 0), 5)[2], 0.5)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(step=0, total_steps=10, warmup_steps=-1, peak_lr=1.0), "warmup_steps must be an integer >= 0"),
+    (dict(step=0, total_steps=10, warmup_steps=2.5, peak_lr=1.0), "warmup_steps must be an integer >= 0"),
+])
+def test_warmup_cosine_rejects_a_warmup_that_is_not_a_count(kwargs, match):
+    """Kills a dropped check on warmup_steps: -1 would silently give a rate above the peak."""
+    with pytest.raises(ValueError, match=match):
+        schedules.warmup_cosine_lr(**kwargs)
+
+
+def test_floor_equal_to_the_peak_is_a_constant_rate_after_warmup():
+    """min_lr = peak_lr is allowed (a warm-up into a constant rate), not refused as out of range."""
+    rates = [schedules.warmup_cosine_lr(s, 10, 2, 0.1, 0.1) for s in range(11)]
+    assert rates[2:] == pytest.approx([0.1] * 9) and rates[0] == pytest.approx(0.1 / 3)
+
+
+def test_one_warmup_step_matches_torch():
+    """W = 1 is a warm-up (first update at peak / 2), not the cosine alone."""
+    torch_seq = schedules.lr_trace(lambda o: schedules.warmup_cosine_torch(o, 5, 1), 6)
+    assert torch_seq[0] == pytest.approx(0.5)
+    assert torch_seq == pytest.approx([schedules.warmup_cosine_lr(s, 5, 1, 1.0) for s in range(6)])
+
+
+@pytest.mark.parametrize("total,warmup,match", [
+    (0, 0, "total_steps must be an integer >= 1"), (2.5, 0, "total_steps must be an integer >= 1"),
+    (10, -1, "warmup_steps must be an integer >= 0"), (10, 1.5, "warmup_steps must be an integer >= 0")])
+def test_warmup_cosine_torch_names_a_bad_count(total, warmup, match):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match=match):
+        schedules.warmup_cosine_torch(opt, total, warmup)
+
+
+def test_lr_trace_rejects_a_negative_count():
+    """A negative count must not return an empty trace as if nothing were wrong."""
+    with pytest.raises(ValueError, match="steps must be an integer >= 0, got -1"):
+        schedules.lr_trace(lambda o: torch.optim.lr_scheduler.StepLR(o, 1), -1)
+
+
+def test_train_steps_trains_in_train_mode():
+    """Kills a missing model.train(): a model left in eval mode (after an evaluation) would train
+    with dropout off and batch norm frozen."""
+    seen = []
+
+    class Probe(nn.Linear):
+        def forward(self, x):
+            seen.append(self.training)
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    model, (x, y) = Probe(3, 1), (torch.randn(8, 3), torch.randn(8, 1))
+    model.eval()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    schedules.train_steps(model, opt, sched, _mse, (x, y), steps=3, batch_size=4)
+    assert seen == [True] * 3
+
+
+def test_early_stopping_min_delta_and_first_evaluation():
+    """An improvement must beat the best by more than min_delta; the count of evaluations without
+    improvement starts at 0 (a first NaN evaluation is one, not two); plateau_patience may be 0
+    and must be a count."""
+    stop = schedules.EarlyStopping(patience=2, min_delta=0.1)
+    assert stop.step(1.0) is False and stop.best == 1.0
+    assert stop.step(0.95) is False and (stop.best, stop.bad) == (1.0, 1)  # 0.05 < min_delta
+    assert stop.step(0.85) is False and (stop.best, stop.bad) == (0.85, 0)
+    assert schedules.EarlyStopping(patience=2).step(math.nan) is False
+    assert schedules.EarlyStopping(patience=1, plateau_patience=0).patience == 1
+    for bad in (-1, 2.5):
+        with pytest.raises(ValueError, match="plateau_patience must be an integer >= 0"):
+            schedules.EarlyStopping(patience=10, plateau_patience=bad)
