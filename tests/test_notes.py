@@ -550,3 +550,17 @@ def test_notebook_markdown_math_and_links(path: Path) -> None:
     text = _notebook_markdown(path)
     errors = check_math(text, _rel(path)) + check_links(path, text)
     assert not errors, f"{_rel(path)} (Markdown cells):\n" + "\n".join(errors)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[_rel(p) for p in NOTEBOOKS])
+def test_notebook_headings_have_no_code_spans(path: Path) -> None:
+    """A heading with a `code span` gets one anchor in mkdocs-jupyter's table of contents and
+    another on the page, so the site's contents link nowhere (tests/test_site.py finds it only
+    after a full build): name the function in the text under the heading instead."""
+    bad, fenced = [], False
+    for line in _notebook_markdown(path).splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,6} ", line) and "`" in line:
+            bad.append(line)
+    assert not bad, f"{_rel(path)}: headings with code spans:\n" + "\n".join(bad)
