@@ -75,20 +75,19 @@ clean_outputs = _load_script("execute_notebooks").clean_outputs  # as for commit
 @contextlib.contextmanager
 def environment(**values: str | None):
     """Set (a string) or remove (None) environment variables; restore them afterwards."""
+    def apply(settings):
+        for k, v in settings.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
     before = {k: os.environ.get(k) for k in values}
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        apply(values)
         yield
     finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        apply(before)
 
 
 def data_choice() -> str:
