@@ -297,3 +297,30 @@ def test_max_batches_ends_each_epoch_early_and_is_checked():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="max_batches"):
             train.fit(model, opt, mse, data, epochs=1, batch_size=16, max_batches=bad, progress=False)
+
+
+def test_scheduler_interval_step_steps_the_schedule_after_every_update():
+    """With scheduler_interval="step" update k uses lr0 · f(k); per epoch it would use f(epoch).
+
+    Independent route: the loss sum(w) has gradient 1 for every weight, so plain SGD moves each
+    weight by exactly the rate of each update, and the total move is the sum of the rates used.
+    """
+    def run(interval):
+        w = torch.nn.Parameter(torch.zeros(3))
+        model = torch.nn.Module()
+        model.w = w
+        opt = torch.optim.SGD([w], lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 ** k)
+        hist = train.fit(model, opt, lambda m, x: m.w.sum() + 0 * x.sum(), (torch.zeros(64, 1),),
+                         epochs=2, batch_size=16, scheduler=sched, scheduler_interval=interval,
+                         progress=False)
+        return -w.detach(), hist
+
+    moved, hist = run("step")  # 2 epochs of 4 updates: rates 1, 1/2, …, 1/2^7
+    assert torch.allclose(moved, torch.full((3,), sum(0.5 ** k for k in range(8))))
+    assert hist["lr"] == [0.5 ** 4, 0.5 ** 8]  # the rate at each epoch's end
+    moved, hist = run("epoch")  # four updates at 1, then four at 1/2
+    assert torch.allclose(moved, torch.full((3,), 4 * 1.0 + 4 * 0.5))
+    with pytest.raises(ValueError, match="scheduler_interval must be 'epoch' or 'step', got 'batch'"):
+        train.fit(torch.nn.Linear(1, 1), torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1),
+                  mse, _problem()[2], epochs=1, batch_size=8, scheduler_interval="batch")

@@ -35,13 +35,15 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         epochs: int, batch_size: int, eval_fn: Callable[[torch.nn.Module], float] | None = None,
         clip_grad_norm: float | None = None, scheduler=None, seed: int = 0,
         max_batches: int | None = None, checkpoint: str | Path | None = None, resume: bool = False,
-        progress: bool | None = None, desc: str = "train") -> dict[str, list[float]]:
+        progress: bool | None = None, desc: str = "train",
+        scheduler_interval: str = "epoch") -> dict[str, list[float]]:
     """Train ``model`` for ``epochs`` epochs; return the history.
 
     loss_fn(model, *batch) -> scalar loss, where batch is one mini-batch of ``data``.
     eval_fn(model) -> float, called after every epoch in eval mode without gradients.
     clip_grad_norm: clip the global gradient norm to this value before each step.
-    scheduler: a learning-rate scheduler stepped once per epoch.
+    scheduler: a learning-rate scheduler, stepped once per epoch, or after every optimizer step
+    with ``scheduler_interval="step"`` (warm-up and cosine decay over a run's updates).
     seed: seeds the batch order (and, when not resuming, torch's global generator).
     max_batches: end each epoch after this many batches (None: all of them). A dry run passes
     ``profile.dry_cap``, so full-size data and models take a step or two per epoch.
@@ -54,7 +56,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     and the step; the checkpoint keeps the last epoch that finished with finite losses.
 
     History: ``train_loss`` (mean over the epoch's batches), ``eval_loss`` (if eval_fn),
-    ``lr`` and ``seconds`` per epoch.
+    ``lr`` (the rate at the epoch's end) and ``seconds`` per epoch.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -71,6 +73,9 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         raise ValueError(f"max_batches must be a positive integer or None, got {max_batches!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if scheduler_interval not in ("epoch", "step"):
+        raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    per_step = scheduler is not None and scheduler_interval == "step"
     progress = _progress_default() if progress is None else progress
 
     history: dict[str, list[float]] = {"train_loss": [], "eval_loss": [], "lr": [], "seconds": []}
@@ -112,6 +117,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             if clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
             optimizer.step()
+            if per_step:
+                scheduler.step()
             total += loss.detach() * len(batch[0])  # stays on the device: no sync per step
             count += len(batch[0])
             losses.append(loss.detach())  # to name the step, should the total not be finite
@@ -130,7 +137,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                 f"loss_fn")
         history["train_loss"].append(float(total) / count)
         history["lr"].append(optimizer.param_groups[0]["lr"])
-        if scheduler is not None:
+        if scheduler is not None and not per_step:
             scheduler.step()
         if eval_fn is not None:
             model.eval()

@@ -1,0 +1,308 @@
+"""Diffusion recipes trained for the same wall-clock budget, scored by the same classifier.
+
+Issue 22's benchmark. Each recipe trains an unconditional noise predictor on the same training
+digits (MNIST, the offline subset unless DGM_DATA says otherwise) for ``--budget`` seconds of wall
+clock, then draws ``--n`` DDPM samples (T network calls each) and ``--n`` DDIM samples with
+S = 50, and the reference classifier of the problem sets (``helpers.metrics``) scores them: the
+share classified with confidence ≥ 0.9 (with its binomial standard error), the Fréchet distance
+of its features beside the real-vs-real floor at the same n, and the χ² p-value of the predicted
+class histogram against uniform.
+
+Recipes (``--recipes``, comma-separated):
+
+* ``first``: the first edition's standard recipe of 07_diffusion (16-channel U-Net of
+  ``helpers.nets``, linear schedule with T = 400, batch 32, Adam 1e-3 at a constant rate, EMA
+  0.999 with warm-up, gradient clipping at 1).
+* ``second``: the second edition's recipe (the same network; what the benchmark showed helps:
+  see ``RECIPES``).
+* ``textbook``: a peer written here from the description of a textbook's recipe (a U-Net with
+  64/128/256 channels, batch norm, ReLU, max-pool and bilinear up-sampling, sinusoidal time
+  features added to every block; linear schedule with T = 1000; batch 128; Adam 1e-3; no EMA;
+  data in [0, 1]; no clipping of x̂_0).
+
+The budget is spent, not counted in epochs: each recipe runs ``WARMUP_PROBE`` steps, measures
+its step time, and fixes its number of steps to fill the budget (the learning-rate schedule needs
+it); the table gives the steps it made. Recipes run one after the other in one process, so the
+comparison is side by side on one machine; the load average before and after each is printed.
+
+    python benchmarks/bench_diffusion.py                        # all three, 5 min each, n = 500
+    python benchmarks/bench_diffusion.py --budget 600           # 10 min each
+    python benchmarks/bench_diffusion.py --recipes first,second --n 200 --json out.json
+
+Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "psets")]
+os.environ.setdefault("DGM_DATA", "offline")
+
+import torch  # noqa: E402
+from scipy import stats  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+from helpers import data, diffusion, metrics, nets  # noqa: E402
+
+SAMPLE_BATCH = 100  # images per sampler call (on 2 CPU cores, 100 per call draws 500 about twice
+                    # as fast as 500 per call)
+WARMUP_PROBE = 30  # steps timed before the step count is fixed (they count towards the budget)
+
+
+# ----------------------------------------------------------------------------- the textbook peer
+
+class TextbookBlock(nn.Module):
+    """Two 3×3 convolutions with batch norm and ReLU; the step's features are added first."""
+
+    def __init__(self, c_in: int, c_out: int, time_dim: int):
+        super().__init__()
+        self.time = nn.Sequential(nn.Linear(time_dim, c_in), nn.ReLU(), nn.Linear(c_in, c_in))
+        self.convs = nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+
+    def forward(self, x, temb):
+        return self.convs(x + self.time(temb)[:, :, None, None])
+
+
+class TextbookUNet(nn.Module):
+    """28 → 14 → 7 with 64, 128, 256 channels; max-pool down, bilinear up, concatenated skips."""
+
+    def __init__(self, time_dim: int = 100):
+        super().__init__()
+        self.time_dim = time_dim
+        self.down1, self.down2 = TextbookBlock(1, 64, time_dim), TextbookBlock(64, 128, time_dim)
+        self.bottom = TextbookBlock(128, 256, time_dim)
+        self.up2, self.up1 = TextbookBlock(256 + 128, 128, time_dim), TextbookBlock(128 + 64, 64, time_dim)
+        self.out = nn.Conv2d(64, 1, 1)
+
+    def forward(self, x, t):
+        temb = nets.sinusoidal_embedding(t, self.time_dim)
+        h1 = self.down1(x, temb)
+        h2 = self.down2(F.max_pool2d(h1, 2), temb)
+        h = self.bottom(F.max_pool2d(h2, 2), temb)
+        h = self.up2(torch.cat([F.interpolate(h, scale_factor=2, mode="bilinear"), h2], 1), temb)
+        h = self.up1(torch.cat([F.interpolate(h, scale_factor=2, mode="bilinear"), h1], 1), temb)
+        return self.out(h)
+
+
+# ----------------------------------------------------------------------------- recipes
+
+@dataclass
+class Recipe:
+    name: str
+    make_model: object                 # () -> nn.Module, ε_θ(x_t, t)
+    T: int = 400
+    schedule: str = "linear"
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_steps: int = 0              # linear warm-up of the learning rate
+    cosine: bool = False               # cosine decay to 0 over the budget's steps
+    ema_decay: float | None = 0.999    # None: sample with the trained weights
+    min_snr_gamma: float | None = None  # Hang et al. 2023: weight min(SNR, γ) / SNR (ε-prediction)
+    data_range: tuple[float, float] = (-1.0, 1.0)
+    clip_denoised: bool = True
+    clip_grad_norm: float | None = 1.0
+    bf16: bool = False                 # bf16 autocast for the training forward pass (CPU or CUDA)
+    notes: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def unet(**kw):
+    return lambda: nets.UNet(nets.UNetConfig(**kw))
+
+
+RECIPES = {
+    "first": Recipe("first edition (07, standard)", unet(base_channels=16)),
+    "second": Recipe("second edition (07, standard)", unet(base_channels=16), lr=2e-3,
+                     warmup_steps=200, cosine=True),
+    # variants of "second" that the benchmark tried (1 December): one change each
+    "second+minsnr": Recipe("second + min-SNR-5 weighting", unet(base_channels=16), lr=2e-3,
+                            warmup_steps=200, cosine=True, min_snr_gamma=5.0),
+    "second+cosine": Recipe("second + cosine schedule", unet(base_channels=16), lr=2e-3,
+                            warmup_steps=200, cosine=True, schedule="cosine"),
+    "second+b64": Recipe("second + batch 64", unet(base_channels=16), lr=2e-3,
+                         warmup_steps=200, cosine=True, batch_size=64),
+    "second+bf16": Recipe("second + bf16 autocast in training", unet(base_channels=16), lr=2e-3,
+                          warmup_steps=200, cosine=True, bf16=True),
+    "textbook": Recipe("textbook-style peer", TextbookUNet, T=1000, batch_size=128, lr=1e-3,
+                       ema_decay=None, data_range=(0.0, 1.0), clip_denoised=False,
+                       clip_grad_norm=None),
+}
+
+
+def lr_factor(recipe: Recipe, step: int, total: int) -> float:
+    """Multiplier of the base rate at optimizer step ``step`` (0-based) of ``total``."""
+    f = 1.0
+    if recipe.warmup_steps:
+        f = min(1.0, (step + 1) / recipe.warmup_steps)
+    if recipe.cosine and step >= recipe.warmup_steps:
+        progress = (step - recipe.warmup_steps) / max(1, total - recipe.warmup_steps)
+        f *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def loss_fn(recipe: Recipe, model, x0, schedule, gen):
+    t = torch.randint(1, schedule.T + 1, (len(x0),), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    xt = diffusion.q_sample(x0, t, schedule, noise)
+    per_image = ((noise - model(xt, t)) ** 2).flatten(1).mean(1)
+    if recipe.min_snr_gamma is not None:
+        snr = (schedule.alpha_bar / (1 - schedule.alpha_bar))[t].float()
+        per_image = per_image * snr.clamp(max=recipe.min_snr_gamma) / snr
+    return per_image.mean()
+
+
+def train(recipe: Recipe, x0: torch.Tensor, budget_s: float | None, seed: int = 0,
+          steps: int | None = None):
+    """Train for ``budget_s`` seconds (the step count is fixed after WARMUP_PROBE timed steps)
+    or, if ``steps`` is given, for exactly that many steps."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    schedule = diffusion.make_schedule(recipe.schedule, recipe.T)
+    model = recipe.make_model()
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    ema = diffusion.ema_of(model, opt, decay=recipe.ema_decay) if recipe.ema_decay else None
+    model.train()
+    start, total, step, losses = time.perf_counter(), steps, 0, []
+    while total is None or step < total:
+        for group in opt.param_groups:
+            group["lr"] = recipe.lr * lr_factor(recipe, step, total or 10**9)
+        idx = torch.randint(0, len(x0), (recipe.batch_size,), generator=gen)
+        with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
+            loss = loss_fn(recipe, model, x0[idx], schedule, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if recipe.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_grad_norm)
+        opt.step()
+        losses.append(loss.item())
+        step += 1
+        if step == WARMUP_PROBE and steps is None:  # fix the step count that fills the budget
+            per_step = (time.perf_counter() - start) / step
+            total = max(step, int(budget_s / per_step))
+        if step % 500 == 0:
+            print(f"  {recipe.name}: step {step}/{total}, loss {sum(losses[-500:]) / 500:.4f}, "
+                  f"{time.perf_counter() - start:.0f} s", flush=True)
+    seconds = time.perf_counter() - start
+    net = (ema.module if ema is not None else model).eval()
+    return net, schedule, dict(steps=step, train_s=seconds, ms_per_step=1e3 * seconds / step,
+                               final_loss=sum(losses[-200:]) / len(losses[-200:]))
+
+
+def to_unit(recipe: Recipe, x: torch.Tensor) -> torch.Tensor:
+    lo, hi = recipe.data_range
+    return ((x - lo) / (hi - lo)).clamp(0, 1)
+
+
+@torch.no_grad()
+def draw(recipe, net, schedule, sampler: str, n: int, batch: int, seed: int, **kwargs):
+    gen = torch.Generator().manual_seed(seed)
+    start, chunks = time.perf_counter(), []
+    for i in range(0, n, batch):
+        shape = (min(batch, n - i), 1, 28, 28)
+        if sampler == "DDPM":
+            x = diffusion.p_sample_loop(net, shape, schedule, generator=gen,
+                                        clip_denoised=recipe.clip_denoised)
+        else:
+            x = diffusion.ddim_sample_loop(net, shape, schedule, 50, generator=gen,
+                                           **{"clip_denoised": recipe.clip_denoised, **kwargs})
+        chunks.append(to_unit(recipe, x))
+    return torch.cat(chunks), time.perf_counter() - start
+
+
+def score(clf, x, x_test, x_heldout):
+    n = len(x)
+    probs = metrics.classifier_probs(clf, x)
+    confident = (probs.max(1).values >= 0.9).float().mean().item()
+    classes = torch.bincount(probs.argmax(1), minlength=10)
+    return dict(n=n, confident=confident, se=math.sqrt(confident * (1 - confident) / n),
+                fd=metrics.fd_to_real(clf, x, x_test, n),
+                floor=metrics.fd_real_floor(clf, x_test, x_heldout, n),
+                chi2_p=float(stats.chisquare(classes.numpy()).pvalue), classes=classes.tolist())
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--recipes", default="first,second,textbook",
+                    help=f"comma-separated, from {sorted(RECIPES)}")
+    ap.add_argument("--budget", type=float, default=300.0, help="training seconds per recipe")
+    ap.add_argument("--n", type=int, default=500, help="samples per sampler and recipe")
+    ap.add_argument("--n-peer", type=int, default=None,
+                    help="DDPM samples of the textbook peer (default --n; its T = 1000 calls of a "
+                         "2.2M-parameter net cost about 40x ours per sample on a CPU)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="train every recipe for this many steps instead of --budget seconds")
+    ap.add_argument("--ddim-variants", action="store_true",
+                    help="also score DDIM-50 without clipping of x̂_0 and with η = 0.5, 1")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = ap.parse_args(argv)
+    names = args.recipes.split(",")
+    unknown = [r for r in names if r not in RECIPES]
+    if unknown:
+        ap.error(f"--recipes: unknown {unknown}; choose from {sorted(RECIPES)}")
+    if args.budget <= 0 or args.n < 2:
+        ap.error(f"--budget must be > 0 and --n ≥ 2, got {args.budget} and {args.n}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    x_train, _ = data.load_mnist("train")            # (N, 1, 28, 28) in [0, 1]
+    clf = metrics.reference_classifier()
+    _, (x_test, _), x_heldout = metrics.reference_splits()
+    n_real = min(len(x_test), len(x_heldout))
+    if args.n > n_real:
+        ap.error(f"--n must be ≤ {n_real} (the real digits the FD floor compares), got {args.n}")
+    print(f"{len(x_train)} training digits ({data.mnist_source(x_train)}); torch threads "
+          f"{torch.get_num_threads()}; budget {args.budget:.0f} s per recipe; n = {args.n}", flush=True)
+
+    rows = []
+    for key in names:
+        recipe = RECIPES[key]
+        lo, hi = recipe.data_range
+        load0 = os.getloadavg()[0]
+        net, schedule, info = train(recipe, x_train * (hi - lo) + lo, args.budget, args.seed, args.steps)
+        row = dict(recipe=key, name=recipe.name, params=nets.count_parameters(net), **info)
+        variants = {"DDPM": {}, "DDIM-50": {}}
+        if args.ddim_variants:
+            variants.update({"DDIM-50 no clip": dict(clip_denoised=False),
+                             "DDIM-50 η=0.5": dict(eta=0.5), "DDIM-50 η=1": dict(eta=1.0)})
+        for sampler, kwargs in variants.items():
+            n = args.n_peer if sampler == "DDPM" and key == "textbook" and args.n_peer else args.n
+            x, secs = draw(recipe, net, schedule, sampler.split(" ")[0], n, SAMPLE_BATCH,
+                           args.seed + 1, **kwargs)
+            row[sampler] = dict(samples_per_s=n / secs, **score(clf, x, x_test, x_heldout))
+        row["load"] = (load0, os.getloadavg()[0])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    lines = [f"Budget {args.budget:.0f} s of training per recipe, n = {args.n} samples per sampler, "
+             f"torch threads {torch.get_num_threads()}.", "",
+             "| recipe | parameters | steps | ms/step | sampler | samples/s | confident (± se) | "
+             "FD | floor (same n) | χ² p (classes) | load before → after |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        for sampler in [k for k in r if k.startswith("DD")]:
+            s = r[sampler]
+            lines.append(f"| {r['name']} | {r['params']:,} | {r['steps']} | {r['ms_per_step']:.1f} | "
+                         f"{sampler} | {s['samples_per_s']:.2f} | {s['confident']:.1%} ± {s['se']:.1%} | "
+                         f"{s['fd']:.1f} (n = {s['n']}) | {s['floor']:.1f} | {s['chi2_p']:.2g} | "
+                         f"{r['load'][0]:.2f} → {r['load'][1]:.2f} |")
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
