@@ -217,6 +217,37 @@ EQUIVALENT: dict[str, str] = {
         "D = −2 for D = −1 when mu1 is not 1-D: both fail D < 1 with the same message",
     "diffusion:sample_grid: number `1.0`":
         "padding of 2.0 instead of 1.0: the image is drawn with vmax = 1, so both show white",
+    "hvae:TwoLayerVAE.sample: Add `mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generat...`":
+        "ε ~ N(0, I) is symmetric, so mu − σε has the law of mu + σε: the same samples' law",
+    "hvae:LinearGaussianHVAE.sample_x: Add `dist.loc + eps @ dist.scale_tril.T`":
+        "ε ~ N(0, I) is symmetric, so loc − Lε has the law of loc + Lε: the same marginal p(x)",
+    **{f"hvae:LinearGaussianHVAE.__init__: {k}": "the encoder's perturbation is N(0, perturb²) "
+       "noise, symmetric: the exact conditional minus it is another draw of the same law, the "
+       "model the docstring states (with perturb = 0, where the encoder is pinned, both are exact)"
+       for k in ("Add `gain1 + rand(latent1, d, scale=perturb)`",
+                 "Add `m[k2:z] - gain1 @ m[z:] + rand(latent1, scale=perturb)`",
+                 "Add `torch.diag(S[k2:z, k2:z] - gain1 @ S[z:, k2:z]).log() + r...`",
+                 "Add `gain2 + rand(latent2, latent1, scale=perturb)`",
+                 "Add `torch.diag(S[:k2, :k2] - gain2 @ S[k2:z, :k2]).log() + ra...`")},
+    "hvae:LinearGaussianHVAE.q_joint: unary `-1`":
+        "mu1 is (B, K1) (q1 takes a batch): concatenating along 1 is along −1",
+    "hvae:OneInformativeOneDead.q1: number `0` #2":
+        "full_like reads only the shape and dtype of x[:, 0]; x[:, 1] has the same ones",
+    "hvae:OneInformativeOneDead.q1: unary `-1`":
+        "stacking (N,) columns along 1 is stacking along −1 (the model takes x of shape (N, 2))",
+    "hvae:OneInformativeOneDead.q1: number `2`":
+        "x[:, 1:3] is x[:, 1:2] for the model's x of shape (N, 2)",
+    **{f"hvae:OneInformativeOneDead.activity: {k}": "a constant added inside a variance: "
+       "Var(x0² + c + x1²) is the same for every c" for k in (
+           "Add `x[:, 0] ** 2 + 0.5`", "number `0.5`")},
+    **{f"hvae:{k}: delete `_positive_int('n_samples', n_samples)`": "elbo.reparameterize, "
+       "called next with n_samples, refuses the same values with the same words (ValueError "
+       "'n_samples must be a positive integer, got …')" for k in ("hvae_elbo", "active_units")},
+    **{f"hvae:hvae_elbo: {k}": "kl1 and kl2 are (B, K): sum(1) is sum(−1)"
+       for k in ("unary `-1`", "unary `-1` #2")},
+    "hvae:hvae_iw_bound: number `100`":
+        "the default chunk size only splits the k samples into other batches: the bound is the "
+        "same estimator (test_iw_bound_chunking_does_not_change_its_distribution)",
 }
 
 
