@@ -108,6 +108,7 @@ COSMETIC: dict[str, str] = {
         "points on a drawn ellipse (how smooth the curve looks): a free default",
     "diffusion:sample_grid: number `15`":
         "a class label half a pixel lower beside its 28-pixel row (the test allows 1 pixel)",
+    "autograd:TensorBase.__repr__: number `4`": "printing precision of a tensor's repr (4 or 5 digits)",
 }
 
 # Tests that run the helpers in a subprocess, which imports the unmutated files: they cannot see
@@ -245,6 +246,25 @@ EQUIVALENT: dict[str, str] = {
        "'n_samples must be a positive integer, got …')" for k in ("hvae_elbo", "active_units")},
     **{f"hvae:hvae_elbo: {k}": "kl1 and kl2 are (B, K): sum(1) is sum(−1)"
        for k in ("unary `-1`", "unary `-1` #2")},
+    "autograd:TensorBase.__neg__: Mult `self * -1.0`":
+        "self / −1.0 is self · (−1.0)^−1 = self · (−1.0), exactly, value and gradient",
+    "autograd:Tensor.__matmul__: number `1`":
+        "a 2-D left operand seen as a batch of one matrix (1, n, k): the same products, and the "
+        "gradient is summed over that axis of length 1 and reshaped back",
+    "autograd:Tensor.reshape: bool `len(shape) == 1 and (not np.isscalar(shape[0]))`":
+        "reshape(n) with one number passes n instead of (n,), which numpy reads alike; it differs "
+        "only for reshape() without arguments, which numpy's own reshape refuses",
+    "autograd:Tensor.sigmoid: compare 0 `self.data >= 0`":
+        "at x = 0 both branches give 1 / (1 + 1) = 1 / 2 (and the derivative is taken from it)",
+    "autograd:make_moons: Sub `1 - np.cos(angle)`":
+        "the lower arc's point at angle a becomes its point at π − a, and a ~ U[0, π] has the law "
+        "of π − a: the same half circle with the same uniform law",
+    **{f"autograd:{k}": "the Gaussian noise is symmetric: subtracting it gives the same law "
+       "(test_moons_lie_on_..., test_circles_..., test_spiral_arms_... check its mean and std)"
+       for k in ("make_moons: Add `np.where(y[:, None] == 0, upper, lower) + noise * rng.nor...`",
+                 "make_circles: Add `x + noise * rng.normal(size=(n, 2))`",
+                 "make_spirals: Add `2 * np.pi * (turns * r + y / k) + noise * rng.normal(size...`",
+                 "make_regression: Add `x @ w + b + noise * rng.normal(size=n)`")},
     "hvae:hvae_iw_bound: number `100`":
         "the default chunk size only splits the k samples into other batches: the bound is the "
         "same estimator (test_iw_bound_chunking_does_not_change_its_distribution)",
@@ -363,7 +383,7 @@ class _Walker:
         for d in fn.decorator_list:
             self._expr(d, fn, name, False, fn)
         for default in fn.args.defaults + [d for d in fn.args.kw_defaults if d is not None]:
-            self._expr(default, fn, name, False, default)  # evaluated when the def runs
+            self._expr(default, fn.args, name, False, default)  # evaluated when the def runs
         params = {a.arg for a in fn.args.args + fn.args.kwonlyargs + fn.args.posonlyargs}
         self._body(fn.body, name, True, set(params))
 
