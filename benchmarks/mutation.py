@@ -56,10 +56,27 @@ HELPERS = ROOT / "psets" / "helpers"
 # not count: these are the tests a maintainer runs after touching it), or single tests of another
 # file given as "file::test".
 MODULE_TESTS = {
-    "elbo": ["tests/test_elbo.py"],
+    "elbo": ["tests/test_elbo.py"] + [f"tests/test_reliability.py::{t}" for t in (
+        "test_iw_bound_chunk_and_batch_mismatches_are_named",
+        "test_log_bernoulli_names_mismatched_shapes_and_matches_torch")],
     "env": ["tests/test_env.py"],
-    "data": ["tests/test_data.py", "tests/test_metrics_geometry.py", "tests/test_metrics.py"],
-    "train": ["tests/test_train.py"],
+    "data": ["tests/test_data.py", "tests/test_metrics_geometry.py", "tests/test_metrics.py"] + [
+        f"tests/test_reliability.py::{t}" for t in (
+            "test_download_from_a_silent_server_times_out_and_falls_back",
+            "test_download_to_a_host_that_never_accepts_times_out",
+            "test_a_trickling_download_is_stopped_by_the_total_budget",
+            "test_download_through_the_mirrors_checks_md5_and_unpacks",
+            "test_image_and_label_files_of_different_lengths_are_rejected")],
+    "train": ["tests/test_train.py"] + [f"tests/test_reliability.py::{t}" for t in (
+        "test_checkpoint_errors_say_what_is_wrong_and_never_advise_unsafe_loading",
+        "test_a_torch_file_with_other_contents_is_named",
+        "test_a_flipped_byte_in_the_cached_classifier_is_detected",
+        "test_fit_rejects_a_batch_size_of_zero",
+        "test_resuming_with_another_optimizer_model_or_fewer_epochs_names_the_file",
+        "test_resume_with_a_missing_checkpoint_warns_and_starts_afresh",
+        "test_a_loss_that_is_not_finite_stops_training_and_keeps_the_last_good_checkpoint[nan]",
+        "test_a_kill_during_a_write_leaves_a_temporary_that_the_next_write_removes",
+        "test_atomic_write_respects_the_umask[18]")],
     "nets": ["tests/test_nets.py", "tests/test_unet.py", "tests/test_guidance.py"],
     "diffusion": ["tests/test_diffusion.py", "tests/test_guidance.py"],
     "metrics": ["tests/test_metrics.py", "tests/test_metrics_geometry.py",
@@ -130,6 +147,13 @@ EQUIVALENT: dict[str, str] = {
     "elbo:iw_bound: number `100`":
         "the default chunk size only splits the k samples into other batches: the bound is the "
         "same estimator (test_iw_bound_is_exact_..._chunking_does_not_matter)",
+    **{f"elbo:{k}: delete `_check_gaussian(mu, logvar)`": "reparameterize, called next with mu "
+       "and logvar, runs the same check with the same words (only when x's batch is wrong too "
+       "is the other error reported first)" for k in ("elbo_sgvb", "elbo_analytic")},
+    "data:_fetch.left: compare 0 `remaining <= 0`":
+        "< vs <= 0 on a float of time.monotonic(): differs only when the deadline is hit exactly",
+    **{f"data:_fetch: number `{k}`": "how many bytes one read asks for (1 << 16): the same body, "
+       "in other chunks" for k in ("1", "16")},
     "data:_offline_mnist: number `10`":
         "range(11) over the digit classes adds a class 10 that has no images: the same split",
     "data:batches: delete `order = order.to(tensors[0].device)`":
@@ -161,7 +185,15 @@ EQUIVALENT: dict[str, str] = {
         "dim is even, so dim / 2 is the same number as a float: arange(4.0) and / 4.0 give the "
         "same frequencies",
     "train:fit: delete `bar.close()`":
+        "tqdm closes a bar when it is garbage-collected, which happens once the FloatingPointError "
+        "raised next has been handled",
+    "train:fit: delete `bar.close()` #2":
         "tqdm closes a bar when it is garbage-collected, which happens as fit returns",
+    "train:atomic_write: number `0`":
+        "getattr(os, 'O_BINARY', 1): POSIX has no O_BINARY, and 1 is O_WRONLY, already in the "
+        "flags; where O_BINARY exists (Windows) the default is not used",
+    **{f"train:_sha256: number `{k}`": "the size of the blocks the file is read in: the same "
+       "digest" for k in ("1", "20")},
     "train:atomic_write: bool constant `True` #3":
         "unlink(missing_ok=False): the temporary file always exists when the except branch runs "
         "(mkstemp made it; os.replace, the last step, either moved it or raised)",
@@ -265,6 +297,41 @@ EQUIVALENT: dict[str, str] = {
                  "make_circles: Add `x + noise * rng.normal(size=(n, 2))`",
                  "make_spirals: Add `2 * np.pi * (turns * r + y / k) + noise * rng.normal(size...`",
                  "make_regression: Add `x @ w + b + noise * rng.normal(size=n)`")},
+    "flows:_tensor: number `1`": "every caller passes min_dim: the default is never used",
+    **{f"flows:{k}": "the mask is binary (AffineCoupling refuses anything else): on the kept "
+       "coordinates (mask 1) the next line multiplies s and t by 1 − mask = 0 anyway, and on the "
+       "transformed ones 1 + mask = 1 − mask = 1" for k in (
+           "coupling_forward: Sub `1 - mask` #2", "coupling_inverse: Sub `1 - mask`",
+           "coupling_inverse: Sub `1 - mask` #2")},
+    "flows:lu_weight: number `0`": "L is square: L.shape[1] is L.shape[0]",
+    "flows:random_rotation: Mult `q * torch.sign(torch.diagonal(r))`":
+        "the signs are ±1 (a zero diagonal of R has probability 0): dividing by them is multiplying",
+    **{f"flows:MultiScaleFlow.__init__: {k}": "the channel count is halved after the last scale "
+       "too, but nothing reads it after the loop" for k in (
+           "compare 0 `i < n_scales - 1`", "Sub `n_scales - 1`")},
+    "flows:sample_ring: Add `ring_centres()[k] + RING_STD * noise`":
+        "the Gaussian noise is symmetric: subtracting it gives the same mixture",
+    "flows:sample_moons: Add `base + MOONS_STD * torch.randn(n, 2, generator=generator,...`":
+        "the Gaussian noise is symmetric: subtracting it gives the same law",
+    "flows:sample_moons: compare 0 `torch.rand(_n(n), generator=generator) < 0.5`":
+        "< vs <= 0.5 for a continuous uniform draw: differs with probability 0",
+    "flows:ring_log_density: Sub `x[:, None, :] - ring_centres().to(x.device)`":
+        "the 8 centres are symmetric about the origin (m_{k+4} = −m_k): |x + m_k| runs over the "
+        "same distances as |x − m_k|",
+    "flows:moons_log_density: Sub `chunk[:, None, :] - arcs`":
+        "centred at (0.5, 0.25), the lower arc is the upper one reflected through the origin, so "
+        "the set of nodes is symmetric: |x + a| runs over the same distances as |x − a|",
+    "flows:moons_log_density: number `4096`":
+        "the chunk size only splits the points into batches: the same densities",
+    "flows:_moon_arcs: Sub `1 - torch.cos(theta)`":
+        "the lower arc's point at θ becomes its point at π − θ: the same half circle, and both θ ~ "
+        "U[0, π] and the midpoint nodes (k + ½) π / n are symmetric under θ → π − θ",
+    **{f"flows:_moon_arcs: {k}": "theta is 1-D (n,) in every call: stacking along 1 is along −1"
+       for k in ("unary `-1`", "unary `-1` #2")},
+    **{f"flows:LogitNormal.exact_bits_per_dim: {k}": "which tail the bin's mass is computed in: "
+       "both forms are exact, and for 0 < lo <= 1 neither underflows (the switch matters far in "
+       "the tails, test_logit_normal_exact_likelihood_far_in_the_tails)" for k in (
+           "compare 0 `lo > 0`", "number `0` #2")},
     "hvae:hvae_iw_bound: number `100`":
         "the default chunk size only splits the k samples into other batches: the bound is the "
         "same estimator (test_iw_bound_chunking_does_not_change_its_distribution)",
