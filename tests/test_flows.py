@@ -391,7 +391,7 @@ def test_masks_of_the_smallest_sizes():
         assert flows.channel_mask(c).flatten().tolist() == kept
 
 
-def _multiscale(shape, n_scales, B):
+def _multiscale(shape, n_scales):
     flow = flows.MultiScaleFlow(shape, n_scales=n_scales, steps=1, hidden=4).double()
     for scale in flow.scales:
         for layer in scale:
@@ -406,7 +406,7 @@ def test_multiscale_flow_with_three_scales_two_channels_and_rectangles():
     """Three scales (two factored-out parts), a two-channel image in a batch of three (the batch
     and channel sizes differ), and H != W: inverse(forward(x)) = x, logdet by autograd."""
     for shape, n_scales in (((1, 8, 8), 3), ((2, 4, 4), 2), ((1, 4, 8), 2)):
-        flow = _multiscale(shape, n_scales, 3)
+        flow = _multiscale(shape, n_scales)
         x = torch.randn(3, *shape)
         z, logdet = flow(x)
         assert z.shape == (3, math.prod(shape)) and logdet.shape == (3,)
@@ -416,7 +416,7 @@ def test_multiscale_flow_with_three_scales_two_channels_and_rectangles():
 
 
 def test_multiscale_flow_samples_images_and_takes_z_of_any_shape():
-    flow = _multiscale((1, 4, 8), 2, 2)
+    flow = _multiscale((1, 4, 8), 2)
     assert flow.event_shape == (32,)
     x = flow.sample(3, generator=torch.Generator().manual_seed(0))
     assert x.shape == (3, 1, 4, 8)
