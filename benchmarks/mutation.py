@@ -56,10 +56,27 @@ HELPERS = ROOT / "psets" / "helpers"
 # not count: these are the tests a maintainer runs after touching it), or single tests of another
 # file given as "file::test".
 MODULE_TESTS = {
-    "elbo": ["tests/test_elbo.py"],
+    "elbo": ["tests/test_elbo.py"] + [f"tests/test_reliability.py::{t}" for t in (
+        "test_iw_bound_chunk_and_batch_mismatches_are_named",
+        "test_log_bernoulli_names_mismatched_shapes_and_matches_torch")],
     "env": ["tests/test_env.py"],
-    "data": ["tests/test_data.py", "tests/test_metrics_geometry.py", "tests/test_metrics.py"],
-    "train": ["tests/test_train.py"],
+    "data": ["tests/test_data.py", "tests/test_metrics_geometry.py", "tests/test_metrics.py"] + [
+        f"tests/test_reliability.py::{t}" for t in (
+            "test_download_from_a_silent_server_times_out_and_falls_back",
+            "test_download_to_a_host_that_never_accepts_times_out",
+            "test_a_trickling_download_is_stopped_by_the_total_budget",
+            "test_download_through_the_mirrors_checks_md5_and_unpacks",
+            "test_image_and_label_files_of_different_lengths_are_rejected")],
+    "train": ["tests/test_train.py"] + [f"tests/test_reliability.py::{t}" for t in (
+        "test_checkpoint_errors_say_what_is_wrong_and_never_advise_unsafe_loading",
+        "test_a_torch_file_with_other_contents_is_named",
+        "test_a_flipped_byte_in_the_cached_classifier_is_detected",
+        "test_fit_rejects_a_batch_size_of_zero",
+        "test_resuming_with_another_optimizer_model_or_fewer_epochs_names_the_file",
+        "test_resume_with_a_missing_checkpoint_warns_and_starts_afresh",
+        "test_a_loss_that_is_not_finite_stops_training_and_keeps_the_last_good_checkpoint[nan]",
+        "test_a_kill_during_a_write_leaves_a_temporary_that_the_next_write_removes",
+        "test_atomic_write_respects_the_umask[18]")],
     "nets": ["tests/test_nets.py", "tests/test_unet.py", "tests/test_guidance.py"],
     "diffusion": ["tests/test_diffusion.py", "tests/test_guidance.py"],
     "metrics": ["tests/test_metrics.py", "tests/test_metrics_geometry.py",
@@ -108,6 +125,7 @@ COSMETIC: dict[str, str] = {
         "points on a drawn ellipse (how smooth the curve looks): a free default",
     "diffusion:sample_grid: number `15`":
         "a class label half a pixel lower beside its 28-pixel row (the test allows 1 pixel)",
+    "autograd:TensorBase.__repr__: number `4`": "printing precision of a tensor's repr (4 or 5 digits)",
 }
 
 # Tests that run the helpers in a subprocess, which imports the unmutated files: they cannot see
@@ -129,6 +147,13 @@ EQUIVALENT: dict[str, str] = {
     "elbo:iw_bound: number `100`":
         "the default chunk size only splits the k samples into other batches: the bound is the "
         "same estimator (test_iw_bound_is_exact_..._chunking_does_not_matter)",
+    **{f"elbo:{k}: delete `_check_gaussian(mu, logvar)`": "reparameterize, called next with mu "
+       "and logvar, runs the same check with the same words (only when x's batch is wrong too "
+       "is the other error reported first)" for k in ("elbo_sgvb", "elbo_analytic")},
+    "data:_fetch.left: compare 0 `remaining <= 0`":
+        "< vs <= 0 on a float of time.monotonic(): differs only when the deadline is hit exactly",
+    **{f"data:_fetch: number `{k}`": "how many bytes one read asks for (1 << 16): the same body, "
+       "in other chunks" for k in ("1", "16")},
     "data:_offline_mnist: number `10`":
         "range(11) over the digit classes adds a class 10 that has no images: the same split",
     "data:batches: delete `order = order.to(tensors[0].device)`":
@@ -160,7 +185,15 @@ EQUIVALENT: dict[str, str] = {
         "dim is even, so dim / 2 is the same number as a float: arange(4.0) and / 4.0 give the "
         "same frequencies",
     "train:fit: delete `bar.close()`":
+        "tqdm closes a bar when it is garbage-collected, which happens once the FloatingPointError "
+        "raised next has been handled",
+    "train:fit: delete `bar.close()` #2":
         "tqdm closes a bar when it is garbage-collected, which happens as fit returns",
+    "train:atomic_write: number `0`":
+        "getattr(os, 'O_BINARY', 1): POSIX has no O_BINARY, and 1 is O_WRONLY, already in the "
+        "flags; where O_BINARY exists (Windows) the default is not used",
+    **{f"train:_sha256: number `{k}`": "the size of the blocks the file is read in: the same "
+       "digest" for k in ("1", "20")},
     "train:atomic_write: bool constant `True` #3":
         "unlink(missing_ok=False): the temporary file always exists when the except branch runs "
         "(mkstemp made it; os.replace, the last step, either moved it or raised)",
@@ -217,6 +250,91 @@ EQUIVALENT: dict[str, str] = {
         "D = −2 for D = −1 when mu1 is not 1-D: both fail D < 1 with the same message",
     "diffusion:sample_grid: number `1.0`":
         "padding of 2.0 instead of 1.0: the image is drawn with vmax = 1, so both show white",
+    "hvae:TwoLayerVAE.sample: Add `mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generat...`":
+        "ε ~ N(0, I) is symmetric, so mu − σε has the law of mu + σε: the same samples' law",
+    "hvae:LinearGaussianHVAE.sample_x: Add `dist.loc + eps @ dist.scale_tril.T`":
+        "ε ~ N(0, I) is symmetric, so loc − Lε has the law of loc + Lε: the same marginal p(x)",
+    **{f"hvae:LinearGaussianHVAE.__init__: {k}": "the encoder's perturbation is N(0, perturb²) "
+       "noise, symmetric: the exact conditional minus it is another draw of the same law, the "
+       "model the docstring states (with perturb = 0, where the encoder is pinned, both are exact)"
+       for k in ("Add `gain1 + rand(latent1, d, scale=perturb)`",
+                 "Add `m[k2:z] - gain1 @ m[z:] + rand(latent1, scale=perturb)`",
+                 "Add `torch.diag(S[k2:z, k2:z] - gain1 @ S[z:, k2:z]).log() + r...`",
+                 "Add `gain2 + rand(latent2, latent1, scale=perturb)`",
+                 "Add `torch.diag(S[:k2, :k2] - gain2 @ S[k2:z, :k2]).log() + ra...`")},
+    "hvae:LinearGaussianHVAE.q_joint: unary `-1`":
+        "mu1 is (B, K1) (q1 takes a batch): concatenating along 1 is along −1",
+    "hvae:OneInformativeOneDead.q1: number `0` #2":
+        "full_like reads only the shape and dtype of x[:, 0]; x[:, 1] has the same ones",
+    "hvae:OneInformativeOneDead.q1: unary `-1`":
+        "stacking (N,) columns along 1 is stacking along −1 (the model takes x of shape (N, 2))",
+    "hvae:OneInformativeOneDead.q1: number `2`":
+        "x[:, 1:3] is x[:, 1:2] for the model's x of shape (N, 2)",
+    **{f"hvae:OneInformativeOneDead.activity: {k}": "a constant added inside a variance: "
+       "Var(x0² + c + x1²) is the same for every c" for k in (
+           "Add `x[:, 0] ** 2 + 0.5`", "number `0.5`")},
+    **{f"hvae:{k}: delete `_positive_int('n_samples', n_samples)`": "elbo.reparameterize, "
+       "called next with n_samples, refuses the same values with the same words (ValueError "
+       "'n_samples must be a positive integer, got …')" for k in ("hvae_elbo", "active_units")},
+    **{f"hvae:hvae_elbo: {k}": "kl1 and kl2 are (B, K): sum(1) is sum(−1)"
+       for k in ("unary `-1`", "unary `-1` #2")},
+    "autograd:TensorBase.__neg__: Mult `self * -1.0`":
+        "self / −1.0 is self · (−1.0)^−1 = self · (−1.0), exactly, value and gradient",
+    "autograd:Tensor.__matmul__: number `1`":
+        "a 2-D left operand seen as a batch of one matrix (1, n, k): the same products, and the "
+        "gradient is summed over that axis of length 1 and reshaped back",
+    "autograd:Tensor.reshape: bool `len(shape) == 1 and (not np.isscalar(shape[0]))`":
+        "reshape(n) with one number passes n instead of (n,), which numpy reads alike; it differs "
+        "only for reshape() without arguments, which numpy's own reshape refuses",
+    "autograd:Tensor.sigmoid: compare 0 `self.data >= 0`":
+        "at x = 0 both branches give 1 / (1 + 1) = 1 / 2 (and the derivative is taken from it)",
+    "autograd:make_moons: Sub `1 - np.cos(angle)`":
+        "the lower arc's point at angle a becomes its point at π − a, and a ~ U[0, π] has the law "
+        "of π − a: the same half circle with the same uniform law",
+    **{f"autograd:{k}": "the Gaussian noise is symmetric: subtracting it gives the same law "
+       "(test_moons_lie_on_..., test_circles_..., test_spiral_arms_... check its mean and std)"
+       for k in ("make_moons: Add `np.where(y[:, None] == 0, upper, lower) + noise * rng.nor...`",
+                 "make_circles: Add `x + noise * rng.normal(size=(n, 2))`",
+                 "make_spirals: Add `2 * np.pi * (turns * r + y / k) + noise * rng.normal(size...`",
+                 "make_regression: Add `x @ w + b + noise * rng.normal(size=n)`")},
+    "flows:_tensor: number `1`": "every caller passes min_dim: the default is never used",
+    **{f"flows:{k}": "the mask is binary (AffineCoupling refuses anything else): on the kept "
+       "coordinates (mask 1) the next line multiplies s and t by 1 − mask = 0 anyway, and on the "
+       "transformed ones 1 + mask = 1 − mask = 1" for k in (
+           "coupling_forward: Sub `1 - mask` #2", "coupling_inverse: Sub `1 - mask`",
+           "coupling_inverse: Sub `1 - mask` #2")},
+    "flows:lu_weight: number `0`": "L is square: L.shape[1] is L.shape[0]",
+    "flows:random_rotation: Mult `q * torch.sign(torch.diagonal(r))`":
+        "the signs are ±1 (a zero diagonal of R has probability 0): dividing by them is multiplying",
+    **{f"flows:MultiScaleFlow.__init__: {k}": "the channel count is halved after the last scale "
+       "too, but nothing reads it after the loop" for k in (
+           "compare 0 `i < n_scales - 1`", "Sub `n_scales - 1`")},
+    "flows:sample_ring: Add `ring_centres()[k] + RING_STD * noise`":
+        "the Gaussian noise is symmetric: subtracting it gives the same mixture",
+    "flows:sample_moons: Add `base + MOONS_STD * torch.randn(n, 2, generator=generator,...`":
+        "the Gaussian noise is symmetric: subtracting it gives the same law",
+    "flows:sample_moons: compare 0 `torch.rand(_n(n), generator=generator) < 0.5`":
+        "< vs <= 0.5 for a continuous uniform draw: differs with probability 0",
+    "flows:ring_log_density: Sub `x[:, None, :] - ring_centres().to(x.device)`":
+        "the 8 centres are symmetric about the origin (m_{k+4} = −m_k): |x + m_k| runs over the "
+        "same distances as |x − m_k|",
+    "flows:moons_log_density: Sub `chunk[:, None, :] - arcs`":
+        "centred at (0.5, 0.25), the lower arc is the upper one reflected through the origin, so "
+        "the set of nodes is symmetric: |x + a| runs over the same distances as |x − a|",
+    "flows:moons_log_density: number `4096`":
+        "the chunk size only splits the points into batches: the same densities",
+    "flows:_moon_arcs: Sub `1 - torch.cos(theta)`":
+        "the lower arc's point at θ becomes its point at π − θ: the same half circle, and both θ ~ "
+        "U[0, π] and the midpoint nodes (k + ½) π / n are symmetric under θ → π − θ",
+    **{f"flows:_moon_arcs: {k}": "theta is 1-D (n,) in every call: stacking along 1 is along −1"
+       for k in ("unary `-1`", "unary `-1` #2")},
+    **{f"flows:LogitNormal.exact_bits_per_dim: {k}": "which tail the bin's mass is computed in: "
+       "both forms are exact, and for 0 < lo <= 1 neither underflows (the switch matters far in "
+       "the tails, test_logit_normal_exact_likelihood_far_in_the_tails)" for k in (
+           "compare 0 `lo > 0`", "number `0` #2")},
+    "hvae:hvae_iw_bound: number `100`":
+        "the default chunk size only splits the k samples into other batches: the bound is the "
+        "same estimator (test_iw_bound_chunking_does_not_change_its_distribution)",
 }
 
 
@@ -332,7 +450,7 @@ class _Walker:
         for d in fn.decorator_list:
             self._expr(d, fn, name, False, fn)
         for default in fn.args.defaults + [d for d in fn.args.kw_defaults if d is not None]:
-            self._expr(default, fn, name, False, default)  # evaluated when the def runs
+            self._expr(default, fn.args, name, False, default)  # evaluated when the def runs
         params = {a.arg for a in fn.args.args + fn.args.kwonlyargs + fn.args.posonlyargs}
         self._body(fn.body, name, True, set(params))
 

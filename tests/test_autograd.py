@@ -382,3 +382,215 @@ def test_assert_gradients_uses_the_given_hint():
     square = lambda a: a * a  # noqa: E731
     with pytest.raises(AssertionError, match="accumulate with"):
         ag.assert_gradients("x*x", square, _inputs((3,)), _Overwrites, hint="accumulate with +=")
+
+
+# ------------------------------------------------------------------ numbers and arrays as operands
+
+def test_numbers_and_arrays_on_either_side():
+    """A Python number or a numpy array on either side of +, -, *, /, @ is a constant: the value
+    is numpy's and the gradient goes to the tensor alone (torch.autograd as the oracle)."""
+    def const(a, array):  # the array as the other side's kind: a torch tensor for torch
+        return torch.from_numpy(array) if torch.is_tensor(a) else array
+
+    c, m = _inputs((3, 4), positive=True)[0], _inputs((4, 2))[0]
+    for fn in (lambda a: a + 2.0, lambda a: 2.0 + a, lambda a: 3.0 * a, lambda a: 1.5 / a,
+               lambda a: 2.0 - a, lambda a: a + const(a, c), lambda a: const(a, c) + a,
+               lambda a: const(a, c) * a, lambda a: const(a, c) - a):
+        _agree(fn, _inputs((3, 4), positive=True), numpy_fn=fn)
+    _agree(lambda a: a @ const(a, m), _inputs((3, 4)), numpy_fn=lambda a: a @ m)
+    _agree(lambda a: const(a, m.T) @ a, _inputs((4, 5)), numpy_fn=lambda a: m.T @ a)
+
+
+def test_relu_gradient_at_zero_is_zero_as_in_torch():
+    x = np.array([-1.0, 0.0, 2.0])
+    _agree(lambda a: a.relu(), [x])
+    t = ag.Tensor(x)
+    t.relu().backward(np.ones(3))
+    assert np.array_equal(t.grad, [0.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: ag.Tensor(2.0) ** np.array([1.0, 2.0]), "exponent must be a Python number"),
+    (lambda: ag.Tensor(2.0) @ ag.Tensor(np.ones(3)), "@ needs operands with at least 1 axis"),
+    (lambda: ag.Tensor(np.ones(3)) @ ag.Tensor(2.0), "@ needs operands with at least 1 axis"),
+    (lambda: ag.log_softmax(np.zeros((2, 3))), "x must be a Tensor"),
+    (lambda: ag.cross_entropy(np.zeros((2, 3)), [0, 1]), "logits must be a Tensor"),
+    (lambda: ag.Linear(0, 3), "fan_in must be a positive integer"),
+    (lambda: ag.Linear(3, 2.5), "fan_out must be a positive integer"),
+    (lambda: ag.SGD([ag.Tensor(1.0)], lr=0.1, momentum=1.0), "momentum"),
+    (lambda: ag.Adam([ag.Tensor(1.0)], lr=0.0), "need lr > 0"),
+    (lambda: ag.Adam([ag.Tensor(1.0)], betas=(0.9, 1.0)), "betas in"),
+    (lambda: ag.Adam([ag.Tensor(1.0)], betas=(-0.1, 0.9)), "betas in"),
+    (lambda: ag.Adam([ag.Tensor(1.0)], eps=0.0), "eps > 0"),
+    (lambda: ag.make_circles(10, factor=0.0), r"factor must be in \(0, 1\)"),
+    (lambda: ag.make_circles(10, factor=1.0), r"factor must be in \(0, 1\)"),
+    (lambda: ag.make_spirals(10, noise=-0.1), "noise must be a number >= 0"),
+    (lambda: ag.make_spirals(10, turns=0.0), "turns must be a number > 0"),
+    (lambda: ag.make_spirals(10, turns=-1.0), "turns must be a number > 0"),
+])
+def test_more_bad_arguments(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_the_edges_of_the_checks_are_accepted():
+    """The smallest and largest values each check allows."""
+    assert ag.make_moons(1)[0].shape == (1, 2)
+    ag.Adam([ag.Tensor(1.0)], betas=(0.0, 0.0))
+    ag.SGD([ag.Tensor(1.0)], lr=0.1, momentum=0.0)
+    x, y = ag.make_moons(8, seed=0)
+    model = ag.MLP([2, 2], seed=0)
+    opt = ag.SGD(model.parameters(), lr=0.1)
+    assert len(ag.fit(model, opt, ag.cross_entropy, x, y, steps=1)) == 1
+    for b in (1, 8):
+        assert len(ag.fit(model, opt, ag.cross_entropy, x, y, steps=2, batch_size=b)) == 2
+    with pytest.raises(ValueError, match="batch_size must be None"):
+        ag.fit(model, opt, ag.cross_entropy, x, y, steps=2, batch_size=0)
+
+
+# ------------------------------------------------------------------ layers, optimisers, fit
+
+def test_linear_without_a_generator_draws_fresh_weights():
+    a, b = ag.Linear(4, 3), ag.Linear(4, 3)
+    assert a.W.shape == (4, 3) and not np.array_equal(a.W.data, b.W.data)
+
+
+def test_linear_computes_like_numpy_on_mixed_precisions():
+    """x @ W + b with numpy's type promotion: a float64 batch through float32 weights is computed
+    in float64, not rounded to float32 first."""
+    layer = ag.Linear(3, 2, rng=np.random.default_rng(0))
+    layer.W.data, layer.b.data = layer.W.data.astype(np.float32), np.ones(2, dtype=np.float32)
+    x = np.random.default_rng(1).normal(size=(4, 3))
+    out = layer(x).data
+    assert out.dtype == np.float64 and np.array_equal(out, x @ layer.W.data + layer.b.data)
+
+
+def test_mlp_sizes_are_a_list_of_ints_whatever_sequence_came_in():
+    for sizes in ((3, 4, 2), np.array([3, 4, 2])):
+        model = ag.MLP(sizes)
+        assert model.sizes == [3, 4, 2] and all(type(n) is int for n in model.sizes)
+
+
+def test_optimisers_take_an_iterator_of_parameters():
+    """Like torch.optim, an optimiser accepts any iterable of parameters (a generator too) and
+    must keep them all, not an exhausted iterator."""
+    for make in (lambda ps: ag.SGD(ps, lr=0.1), lambda ps: ag.Adam(ps, lr=0.1)):
+        p = ag.Tensor(np.ones(2))
+        opt = make(q for q in [p])
+        p.grad = np.ones(2)
+        opt.step()
+        assert np.all(p.data < 1.0)
+
+
+def test_fit_full_batch_equals_torch_sgd():
+    """fit with batch_size=None: every step zeroes the gradients, runs forward and backward on all
+    rows and updates; the same network in PyTorch with torch.optim.SGD (momentum, so a missing
+    zero_grad or a skipped step shows) gives the same losses and weights."""
+    x, y = ag.make_moons(40, seed=3)
+    model = ag.MLP([2, 6, 2], activation="tanh", seed=2)
+    net = ag.to_torch(model)
+    history = ag.fit(model, ag.SGD(model.parameters(), lr=0.2, momentum=0.9), ag.cross_entropy,
+                     x, y, steps=4)
+    opt, t_history = torch.optim.SGD(net.parameters(), lr=0.2, momentum=0.9), []
+    for _ in range(4):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        opt.step()
+        t_history.append(loss.item())
+    assert np.allclose(history, t_history, rtol=1e-12, atol=0)
+    for layer, t_layer in zip(model.layers, [m for m in net if isinstance(m, torch.nn.Linear)]):
+        assert np.allclose(layer.W.data, t_layer.weight.detach().numpy().T, rtol=1e-12, atol=1e-14)
+
+
+def test_fit_batches_are_distinct_rows_or_all_rows():
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    rows, model = [], ag.MLP([2, 1], seed=0)
+
+    def loss_fn(out, yb):  # y holds each row's index, so the batch names its rows
+        rows.append(yb.copy())
+        return (out * out).mean()
+
+    opt = ag.SGD(model.parameters(), lr=0.01)
+    ag.fit(model, opt, loss_fn, x, np.arange(20), steps=30, batch_size=10, seed=1)
+    assert all(len(r) == 10 and len(set(r.tolist())) == 10 for r in rows), "rows drawn twice"
+    assert len(set(np.concatenate(rows).tolist())) == 20
+    rows.clear()
+    ag.fit(model, opt, loss_fn, x, np.arange(20), steps=2)
+    assert all(np.array_equal(r, np.arange(20)) for r in rows)
+
+
+def test_save_and_load_take_a_string_path_and_refuse_pickles(tmp_path):
+    model = ag.MLP([2, 3, 2], seed=1)
+    path = ag.save_mlp(model, str(tmp_path / "m.npz"))
+    loaded = ag.load_mlp(str(path))
+    assert all(np.array_equal(p.data, q.data) for p, q in zip(model.parameters(), loaded.parameters()))
+    # an object array needs pickle to load, which can run code: load_mlp must refuse it
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, sizes=np.array([2, 2], dtype=object), activation=np.asarray("relu"),
+             init=np.asarray("he"), W0=np.zeros((2, 2)), b0=np.zeros(2))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        ag.load_mlp(bad)
+
+
+def test_loaded_float32_model_has_float32_zero_gradients(tmp_path):
+    """grad has the data's shape and dtype (TensorBase): after loading float32 weights into a fresh
+    (float64) MLP, the gradients must be reset to float32 zeros, not left as float64."""
+    model = ag.MLP([3, 2], seed=0)
+    for p in model.parameters():
+        p.data = p.data.astype(np.float32)
+    loaded = ag.load_mlp(ag.save_mlp(model, tmp_path / "m.npz"))
+    for p in loaded.parameters():
+        assert p.grad.dtype == np.float32 and p.grad.shape == p.data.shape and not p.grad.any()
+
+
+# ------------------------------------------------------------------ toy data against their definitions
+
+def test_moons_and_circles_class_sizes():
+    """Class 0 takes the first ceil(n / 2) points (the extra one when n is odd)."""
+    for make in (ag.make_moons, ag.make_circles):
+        for n in (100, 101):
+            y = make(n, seed=0)[1]
+            assert np.array_equal(y, (np.arange(n) >= (n + 1) // 2).astype(np.int64))
+            assert np.bincount(y).tolist() == [(n + 1) // 2, n // 2]
+
+
+def _noise_of(make, noise, **kw):
+    """The noise a generator adds: the same seed with and without noise (the clean points are
+    drawn first, so they are the same)."""
+    return make(2000, noise=noise, seed=5, **kw)[0] - make(2000, noise=0.0, seed=5, **kw)[0]
+
+
+def test_moons_lie_on_their_half_circles_with_uniform_angles_and_gaussian_noise():
+    x, y = ag.make_moons(2000, noise=0.0, seed=4)
+    up, low = x[y == 0], x[y == 1] - [1.0, 0.5]
+    assert np.allclose(np.linalg.norm(up, axis=1), 1) and np.all(up[:, 1] >= -1e-12)
+    assert np.allclose(np.linalg.norm(low, axis=1), 1) and np.all(low[:, 1] <= 1e-12)
+    for angle in (np.arctan2(up[:, 1], up[:, 0]), np.arctan2(-low[:, 1], -low[:, 0])):
+        angle = np.mod(angle, 2 * np.pi)  # both half circles run over [0, pi]
+        assert angle.min() < 0.02 and angle.max() > np.pi - 0.02 and angle.max() <= np.pi + 1e-9
+        assert abs(angle.mean() - np.pi / 2) < 4 * np.pi / np.sqrt(12 * len(angle))
+    e = _noise_of(ag.make_moons, 0.1)
+    assert abs(e.std() - 0.1) < 0.005 and abs(e.mean()) < 0.01
+
+
+def test_circles_angles_are_uniform_on_the_whole_circle_and_noise_is_gaussian():
+    x, y = ag.make_circles(2000, noise=0.0, seed=4)
+    angle = np.mod(np.arctan2(x[:, 1], x[:, 0]), 2 * np.pi)
+    assert angle.min() < 0.02 and angle.max() > 2 * np.pi - 0.02
+    assert abs(np.mean(angle < np.pi) - 0.5) < 0.05
+    e = _noise_of(ag.make_circles, 0.05)
+    assert abs(e.std() - 0.05) < 0.003 and abs(e.mean()) < 0.005
+
+
+def test_spiral_arms_follow_their_stated_angle():
+    """Arm k at radius r: angle 2π(turns r + k / K), plus Gaussian noise of std ``noise`` radians."""
+    x, y = ag.make_spirals(60, 3, noise=0.0, turns=1.5, seed=0)
+    r = np.linalg.norm(x, axis=1)
+    assert np.allclose(r, np.tile(np.linspace(0.05, 1.0, 60), 3))
+    expected = 2 * np.pi * (1.5 * r + y / 3)
+    assert np.allclose(np.angle(np.exp(1j * (np.arctan2(x[:, 1], x[:, 0]) - expected))), 0, atol=1e-9)
+    noisy, _ = ag.make_spirals(700, 3, noise=0.2, seed=1)
+    clean, _ = ag.make_spirals(700, 3, noise=0.0, seed=1)
+    e = np.angle(np.exp(1j * (np.arctan2(noisy[:, 1], noisy[:, 0]) - np.arctan2(clean[:, 1], clean[:, 0]))))
+    assert abs(e.std() - 0.2) < 0.01 and abs(e.mean()) < 0.015

@@ -345,3 +345,17 @@ def test_surface_distance_of_known_points():
     pts = torch.tensor([[1.4, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
     d = torus_surface_distance(pts, R=1.0, r=0.4)
     assert torch.allclose(d, torch.tensor([0.0, 0.6, 0.4, 0.6]), atol=1e-6)
+
+
+def test_a_download_that_fails_everywhere_names_each_mirror_s_error(tmp_path, monkeypatch):
+    """When no mirror gives a file, the OSError lists every mirror with its own error."""
+    def refuse(url, deadline):
+        raise ConnectionRefusedError(f"refused by {url.split('/')[2]}")
+
+    monkeypatch.setattr(data, "_fetch", refuse)
+    with pytest.raises(OSError) as seen:
+        data._download_mnist(tmp_path, ["http://a.example/", "http://b.example/"], [("f.gz", "0")])
+    message = str(seen.value)
+    assert "Error downloading f.gz" in message
+    for host in ("a.example", "b.example"):
+        assert f"http://{host}/: ConnectionRefusedError: refused by {host}" in message

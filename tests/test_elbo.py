@@ -202,3 +202,60 @@ def test_bad_arguments_are_named():
         elbo.reparameterize(torch.zeros(2, 3), torch.zeros(2, 3), 0)
     with pytest.raises(ValueError, match="k must be a positive integer, got 0"):
         elbo.iw_bound(torch.zeros(2, 3), torch.zeros(2, 1), torch.zeros(2, 1), lambda x, z: z.sum(-1), 0)
+
+
+def _gaussian_lik(x, z):  # a decoder N(z, I) on x (B, K): (S, B)
+    return D.Normal(z, 1.0).log_prob(x).sum(-1)
+
+
+@pytest.mark.parametrize("estimate", [
+    lambda x, mu, lv: elbo.elbo_sgvb(x, mu, lv, _gaussian_lik),
+    lambda x, mu, lv: elbo.elbo_analytic(x, mu, lv, _gaussian_lik),
+    lambda x, mu, lv: elbo.iw_bound(x, mu, lv, _gaussian_lik, k=3),
+], ids=["sgvb", "analytic", "iw"])
+def test_estimators_refuse_x_of_another_batch(estimate):
+    """x must hold the B data points of mu: a wrong batch would otherwise broadcast silently
+    (x (1, K) against z (S, B, K)) or fail inside the model with an unnamed error."""
+    mu = lv = torch.zeros(4, 2)
+    for x in (torch.zeros(3, 2), torch.zeros(1, 2), torch.tensor(1.0), [[0.0, 0.0]] * 4):
+        with pytest.raises(ValueError, match="x and mu must hold the same batch"):
+            estimate(x, mu, lv)
+    assert estimate(torch.zeros(4, 2), mu, lv).shape == (4,)
+
+
+def test_one_number_per_data_point_is_a_batch():
+    """x (B,): B data points of one number each (x.ndim = 1 is allowed)."""
+    mu, lv = torch.zeros(5, 1), torch.zeros(5, 1)
+    x = torch.randn(5)
+    out = elbo.elbo_analytic(x, mu, lv, lambda x, z: D.Normal(z[..., 0], 1.0).log_prob(x))
+    assert out.shape == (5,)
+
+
+def test_log_bernoulli_shape_checks_and_broadcasting():
+    """logits (..., B, D...) must end in x's shape, where x may have size 1 (broadcast)."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.bernoulli(torch.full((4, 3), 0.5), generator=g)
+    logits = torch.randn(4, 3, generator=g)  # as many dimensions as x: no sample dimension
+    ref = D.Bernoulli(logits=logits).log_prob(x).sum(-1)
+    assert torch.allclose(elbo.log_bernoulli(x, logits), ref, atol=1e-6)
+    one = x[:1]  # one image against logits of four
+    ref = D.Bernoulli(logits=logits).log_prob(one.expand(4, 3)).sum(-1)
+    assert torch.allclose(elbo.log_bernoulli(one, logits), ref, atol=1e-6)
+    for bad_x, bad_logits in ((x, torch.zeros(3)), (x, torch.zeros(2, 4, 5)), (x.tolist(), logits),
+                              (x, logits.tolist())):
+        with pytest.raises(ValueError, match="logits must end in the shape of x"):
+            elbo.log_bernoulli(bad_x, bad_logits)
+
+
+def test_iw_bound_chunk_is_checked_and_one_at_a_time_works():
+    mu = lv = torch.zeros(2, 1)
+    for chunk in (0, 2.5, True):
+        with pytest.raises(ValueError, match="chunk .samples drawn at a time. must be a positive integer"):
+            elbo.iw_bound(torch.zeros(2, 1), mu, lv, _gaussian_lik, k=3, chunk=chunk)
+    sizes = []
+
+    def lik(x, z):
+        sizes.append(z.shape[0])
+        return _gaussian_lik(x, z)
+
+    assert elbo.iw_bound(torch.zeros(2, 1), mu, lv, lik, k=3, chunk=1).shape == (2,) and sizes == [1, 1, 1]

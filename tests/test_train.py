@@ -299,6 +299,117 @@ def test_max_batches_ends_each_epoch_early_and_is_checked():
             train.fit(model, opt, mse, data, epochs=1, batch_size=16, max_batches=bad, progress=False)
 
 
+def test_batch_size_is_checked_and_one_row_per_step_works():
+    model, opt, data = _problem()
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            train.fit(model, opt, mse, data, epochs=1, batch_size=bad, progress=False)
+    steps = []
+    opt.step = (lambda step: lambda *a, **k: (steps.append(1), step(*a, **k))[1])(opt.step)
+    train.fit(model, opt, mse, (data[0][:8], data[1][:8]), epochs=1, batch_size=1, progress=False)
+    assert len(steps) == 8
+
+
+def test_max_batches_of_one_is_one_step_per_epoch():
+    model, opt, data = _problem()
+    steps = []
+    opt.step = (lambda step: lambda *a, **k: (steps.append(1), step(*a, **k))[1])(opt.step)
+    train.fit(model, opt, mse, data, epochs=2, batch_size=16, max_batches=1, progress=False)
+    assert len(steps) == 2
+
+
+def test_resume_warns_only_when_there_is_no_checkpoint_yet(tmp_path):
+    import warnings
+
+    model, opt, data = _problem()
+    ckpt = tmp_path / "run.pt"
+    with pytest.warns(UserWarning, match="does not exist") as record:
+        train.fit(model, opt, mse, data, epochs=1, batch_size=32, checkpoint=ckpt, resume=True,
+                  progress=False)
+    assert record[0].filename == __file__, "the warning must point at the caller's line"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # resuming from the file written above: no warning
+        train.fit(model, opt, mse, data, epochs=2, batch_size=32, checkpoint=ckpt, resume=True,
+                  progress=False)
+
+
+def test_a_parameter_left_out_of_a_step_is_not_moved_by_it():
+    """zero_grad(set_to_none=True): a parameter the loss did not use in a step has no gradient,
+    so Adam leaves it alone; zeroed gradients instead would move it by Adam's momentum."""
+    model, opt, data = _problem()
+    extra = torch.nn.Parameter(torch.ones(1))
+    model.register_parameter("extra", extra)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    calls, values = [], []
+    opt.step = (lambda step: lambda *a, **k: (step(*a, **k), values.append(extra.item()))[0])(opt.step)
+
+    def loss_fn(m, x, y):  # extra takes part in the first step only
+        calls.append(1)
+        return mse(m, x, y) + (extra.sum() ** 2 if len(calls) == 1 else 0.0)
+
+    train.fit(model, opt, loss_fn, data, epochs=1, batch_size=16, progress=False)
+    assert values[0] != 1.0 and values[1:] == [values[0]] * 3
+
+
+def test_a_bad_loss_names_its_own_step_and_a_first_epoch_saves_nothing(tmp_path):
+    """A NaN at epoch 1, step 2 of 4 (not the epoch's last step): the message names step 2, and,
+    though a checkpoint path was given, no epoch had finished, so nothing was saved."""
+    model, opt, data = _problem()
+    calls = []
+
+    def loss_fn(m, x, y):
+        calls.append(1)
+        return mse(m, x, y) * (float("nan") if len(calls) == 2 else 1.0)
+
+    with pytest.raises(FloatingPointError,
+                       match=r"at epoch 1, step 2 \(of 4\); training stopped and nothing was saved"):
+        train.fit(model, opt, loss_fn, data, epochs=3, batch_size=16, checkpoint=tmp_path / "c.pt",
+                  progress=False)
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_a_damaged_checkpoint_is_described_by_the_first_sentence_of_torch_s_error(tmp_path):
+    """A zip archive that is no PyTorch file: the message quotes the error's type and the start of
+    its first line, not an empty string or a later line."""
+    import zipfile
+
+    path = tmp_path / "other.pt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("notes.txt", "not a checkpoint")
+    try:
+        torch.load(path, weights_only=True)
+    except Exception as err:  # the error torch itself gives, read independently
+        kind, first_line = type(err).__name__, str(err).splitlines()[0]
+    with pytest.raises(ValueError, match="could not be read: it is damaged") as seen:
+        train.load_checkpoint(path)
+    quoted = str(seen.value).split(f"({kind}: ", 1)[1].split(")")[0]
+    assert quoted and first_line.startswith(quoted), (quoted, first_line)
+
+
+def test_checksum_path_takes_a_string():
+    from pathlib import Path
+
+    assert train.checksum_path("runs/model.pt") == Path("runs/model.pt.sha256")
+
+
+def test_a_live_writer_s_temporary_is_kept_and_not_signalled(tmp_path):
+    """Only temporaries of dead writers are removed; asking whether a writer is alive sends it
+    no signal (signal 0), so a live process is left running."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        tmp = tmp_path / f".c.pt.{child.pid}-0123abcd.tmp"
+        tmp.write_bytes(b"half written")
+        train.save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(1)})
+        assert tmp.exists()
+        with pytest.raises(subprocess.TimeoutExpired):  # still running a moment later
+            child.wait(timeout=0.5)
+    finally:
+        child.kill()
+        child.wait()
+
 def test_scheduler_interval_step_steps_the_schedule_after_every_update():
     """With scheduler_interval="step" update k uses lr0 · f(k); per epoch it would use f(epoch).
 
