@@ -395,3 +395,22 @@ def test_kill_mid_epoch_and_resume(tmp_path):
     assert int(final["state_dict"]["ema_updates"]) == final["global_step"]
     history = json.loads((tmp_path / "k" / "history.json").read_text())
     assert [r["epoch"] for r in history] == [1, 2]
+
+
+@pytest.mark.slow
+def test_dry_run_of_the_full_mnist_configuration(tmp_path):
+    """The program's GPU configuration for MNIST (64 channels, 2 blocks per level, batch 128,
+    bf16-mixed precision, T = 1000) trains two steps and samples on the CPU: shape, dtype and
+    precision mistakes at full size show here, before a GPU is lent (issue 23)."""
+    cmd = [sys.executable, "-m", "diffusion_trainer", "train", "--dataset", "mnist", "--runs-dir",
+           str(tmp_path), "--name", "dry", "--accelerator", "cpu", "--devices", "1"]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(DGM_PROFILE="full", DGM_DRY_RUN="2"),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cfg = TrainConfig.load(tmp_path / "dry" / "config.yaml")
+    assert (cfg.base_channels, cfg.num_res_blocks, cfg.batch_size, cfg.precision, cfg.T,
+            cfg.max_steps) == (64, 2, 128, "bf16-mixed", 1000, 2)
+    last = torch.load(tmp_path / "dry" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2  # two optimizer steps at full size, then the cap stops it
+    samples = list((tmp_path / "dry" / "samples").iterdir())
+    assert samples and all(p.stat().st_size > 1000 for p in samples)  # it sampled at full size
