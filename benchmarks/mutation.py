@@ -204,9 +204,6 @@ EQUIVALENT: dict[str, str] = {
        for k in ("Div `f / f[0]`", "number `0` #3")},
     "diffusion:guided_sample: delete `y = y.to(device)`":
         "Guided moves the labels to the images' device at every call",
-    "diffusion:save_model: delete `config['channel_mults'] = list(config['channel_mults'])`":
-        "torch.load(weights_only=True) reads tuples as well as lists, and load_model turns either "
-        "back into a tuple",
     "diffusion:sample_grid: delete `device = next(model.parameters()).device`":
         "load_model put the model on `device` (the CPU when None): the parameters' device is that "
         "one, and None also means the CPU for torch.Generator and torch.tensor",
