@@ -40,7 +40,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,8 +114,6 @@ class Recipe:
     clip_denoised: bool = True
     clip_grad_norm: float | None = 1.0
     bf16: bool = False                 # bf16 autocast for the training forward pass (CPU or CUDA)
-    notes: str = ""
-    extra: dict = field(default_factory=dict)
 
 
 def unet(**kw):
