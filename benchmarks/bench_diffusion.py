@@ -13,8 +13,9 @@ Recipes (``--recipes``, comma-separated):
 * ``first``: the first edition's standard recipe of 07_diffusion (16-channel U-Net of
   ``helpers.nets``, linear schedule with T = 400, batch 32, Adam 1e-3 at a constant rate, EMA
   0.999 with warm-up, gradient clipping at 1).
-* ``second``: the second edition's recipe (the same network; what the benchmark showed helps:
-  see ``RECIPES``).
+* ``second``: the second edition's recipe, as 07 runs it (the same network; warm-up and cosine
+  decay of a doubled peak rate; bf16 autocast in training and sampling on a CPU with bf16
+  instructions). ``warmup-cosine`` and the ``wc+…`` variants are the steps that led there.
 * ``textbook``: a peer written here from the description of a textbook's recipe (a U-Net with
   64/128/256 channels, batch norm, ReLU, max-pool and bilinear up-sampling, sinusoidal time
   features added to every block; linear schedule with T = 1000; batch 128; Adam 1e-3; no EMA;
@@ -22,7 +23,8 @@ Recipes (``--recipes``, comma-separated):
 
 The budget is spent, not counted in epochs: each recipe runs ``WARMUP_PROBE`` steps, measures
 its step time, and fixes its number of steps to fill the budget (the learning-rate schedule needs
-it); the table gives the steps it made. Recipes run one after the other in one process, so the
+it); the table gives the steps it made. (A warm-up recipe's probe steps run at a rate near 0,
+since its warm-up length is not known yet: about 1 % of its budget.) Recipes run one after the other in one process, so the
 comparison is side by side on one machine; the load average before and after each is printed.
 
     python benchmarks/bench_diffusion.py                        # all three, 5 min each, n = 500
@@ -52,7 +54,7 @@ from scipy import stats  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from helpers import data, diffusion, metrics, nets  # noqa: E402
+from helpers import data, diffusion, env, metrics, nets, schedules  # noqa: E402
 
 SAMPLE_BATCH = 100  # images per sampler call (on 2 CPU cores, 100 per call draws 500 about twice
                     # as fast as 500 per call)
@@ -105,52 +107,59 @@ class Recipe:
     T: int = 400
     schedule: str = "linear"
     batch_size: int = 32
-    lr: float = 1e-3
-    warmup_steps: int = 0              # linear warm-up of the learning rate
-    cosine: bool = False               # cosine decay to 0 over the budget's steps
+    lr: float = 1e-3                   # the (peak) learning rate
+    warmup_cosine: bool = False        # linear warm-up over the first 1/15 of the steps, then
+                                       # cosine decay to 0 (helpers.schedules); else constant
     ema_decay: float | None = 0.999    # None: sample with the trained weights
     min_snr_gamma: float | None = None  # Hang et al. 2023: weight min(SNR, γ) / SNR (ε-prediction)
     data_range: tuple[float, float] = (-1.0, 1.0)
     clip_denoised: bool = True
     clip_grad_norm: float | None = 1.0
     bf16: bool = False                 # bf16 autocast for the training forward pass (CPU or CUDA)
+    bf16_sampling: bool = False        # bf16 autocast for the network's calls while sampling
 
 
 def unet(**kw):
     return lambda: nets.UNet(nets.UNetConfig(**kw))
 
 
+NATIVE_BF16 = env.autocast_dtype("cpu") is not None   # as 07 decides (DGM_AUTOCAST overrides)
+
 RECIPES = {
     "first": Recipe("first edition (07, standard)", unet(base_channels=16)),
-    "second": Recipe("second edition (07, standard)", unet(base_channels=16), lr=2e-3,
-                     warmup_steps=200, cosine=True),
-    # variants of "second" that the benchmark tried (1 December): one change each
-    "second+minsnr": Recipe("second + min-SNR-5 weighting", unet(base_channels=16), lr=2e-3,
-                            warmup_steps=200, cosine=True, min_snr_gamma=5.0),
-    "second+cosine": Recipe("second + cosine schedule", unet(base_channels=16), lr=2e-3,
-                            warmup_steps=200, cosine=True, schedule="cosine"),
-    "second+b64": Recipe("second + batch 64", unet(base_channels=16), lr=2e-3,
-                         warmup_steps=200, cosine=True, batch_size=64),
-    "second+bf16": Recipe("second + bf16 autocast in training", unet(base_channels=16), lr=2e-3,
-                          warmup_steps=200, cosine=True, bf16=True),
+    # the first change (1 December): warm-up and cosine decay of a doubled peak rate
+    "warmup-cosine": Recipe("warm-up + cosine, lr 2e-3", unet(base_channels=16), lr=2e-3,
+                            warmup_cosine=True),
+    # variants of "warmup-cosine" that the benchmark tried (1 December): one change each
+    "wc+minsnr": Recipe("warm-up + cosine + min-SNR-5 weighting", unet(base_channels=16), lr=2e-3,
+                        warmup_cosine=True, min_snr_gamma=5.0),
+    "wc+cosine": Recipe("warm-up + cosine + cosine noise schedule", unet(base_channels=16),
+                        lr=2e-3, warmup_cosine=True, schedule="cosine"),
+    "wc+b64": Recipe("warm-up + cosine + batch 64", unet(base_channels=16), lr=2e-3,
+                     warmup_cosine=True, batch_size=64),
+    "wc+bf16": Recipe("warm-up + cosine + bf16 autocast in training", unet(base_channels=16),
+                      lr=2e-3, warmup_cosine=True, bf16=True),
+    # the second edition as committed in 07 (2 December): warm-up + cosine, and bf16 autocast in
+    # training and sampling where the CPU has bf16 instructions (helpers.env.autocast_dtype)
+    "second": Recipe("second edition (07, standard" + (", bf16)" if NATIVE_BF16 else ", float32)"),
+                     unet(base_channels=16), lr=2e-3, warmup_cosine=True, bf16=NATIVE_BF16,
+                     bf16_sampling=NATIVE_BF16),
     "textbook": Recipe("textbook-style peer", TextbookUNet, T=1000, batch_size=128, lr=1e-3,
                        ema_decay=None, data_range=(0.0, 1.0), clip_denoised=False,
                        clip_grad_norm=None),
 }
 
 
-def lr_factor(recipe: Recipe, step: int, total: int) -> float:
-    """Multiplier of the base rate at optimizer step ``step`` (0-based) of ``total``."""
-    f = 1.0
-    if recipe.warmup_steps:
-        f = min(1.0, (step + 1) / recipe.warmup_steps)
-    if recipe.cosine and step >= recipe.warmup_steps:
-        progress = (step - recipe.warmup_steps) / max(1, total - recipe.warmup_steps)
-        f *= 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return f
+def learning_rate(recipe: Recipe, step: int, total: int) -> float:
+    """The rate at optimizer step ``step`` (0-based) of ``total`` (as 07 sets it up)."""
+    if not recipe.warmup_cosine:
+        return recipe.lr
+    return schedules.warmup_cosine_lr(step, total, total // 15, recipe.lr)
 
 
 def loss_fn(recipe: Recipe, model, x0, schedule, gen):
+    if recipe.min_snr_gamma is None:
+        return diffusion.training_loss(model, x0, schedule, gen)   # L_simple, as in 07
     t = torch.randint(1, schedule.T + 1, (len(x0),), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     xt = diffusion.q_sample(x0, t, schedule, noise)
@@ -175,7 +184,7 @@ def train(recipe: Recipe, x0: torch.Tensor, budget_s: float | None, seed: int = 
     start, total, step, losses = time.perf_counter(), steps, 0, []
     while total is None or step < total:
         for group in opt.param_groups:
-            group["lr"] = recipe.lr * lr_factor(recipe, step, total or 10**9)
+            group["lr"] = learning_rate(recipe, step, total or 10**9)
         idx = torch.randint(0, len(x0), (recipe.batch_size,), generator=gen)
         with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=recipe.bf16):
             loss = loss_fn(recipe, model, x0[idx], schedule, gen)
@@ -207,14 +216,17 @@ def to_unit(recipe: Recipe, x: torch.Tensor) -> torch.Tensor:
 def draw(recipe, net, schedule, sampler: str, n: int, batch: int, seed: int, **kwargs):
     gen = torch.Generator().manual_seed(seed)
     start, chunks = time.perf_counter(), []
+    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16_sampling)
     for i in range(0, n, batch):
         shape = (min(batch, n - i), 1, 28, 28)
         if sampler == "DDPM":
-            x = diffusion.p_sample_loop(net, shape, schedule, generator=gen,
-                                        clip_denoised=recipe.clip_denoised)
+            with amp:
+                x = diffusion.p_sample_loop(net, shape, schedule, generator=gen,
+                                            clip_denoised=recipe.clip_denoised)
         else:
-            x = diffusion.ddim_sample_loop(net, shape, schedule, 50, generator=gen,
-                                           **{"clip_denoised": recipe.clip_denoised, **kwargs})
+            with amp:
+                x = diffusion.ddim_sample_loop(net, shape, schedule, 50, generator=gen,
+                                               **{"clip_denoised": recipe.clip_denoised, **kwargs})
         chunks.append(to_unit(recipe, x))
     return torch.cat(chunks), time.perf_counter() - start
 

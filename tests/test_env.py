@@ -177,3 +177,35 @@ def test_steps_edges_a_cap_of_1_a_count_of_0_and_numpy_counts():
     for profile in (env.Profile("full"), env.Profile("full", dry_cap=500)):
         n = profile.steps(smoke=1, standard=8, full=np.int64(100))
         assert n == 100 and type(n) is int
+
+
+@pytest.mark.parametrize("text, native", [
+    ("flags\t\t: fpu avx512f avx512bw avx512_bf16 amx_tile\n", True),      # AMD Zen 4, Intel SPR
+    ("flags\t\t: fpu avx2 avx512f avx512bw\n", False),                     # AVX-512 without bf16
+    ("Features\t: fp asimd bf16 i8mm\n", True),                             # Arm with FEAT_BF16
+    ("processor\t: 0\nFeatures\t: fp asimd\n", False)])
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path, text, native):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\n" + text)
+    assert env._cpu_has_native_bf16(str(info)) is native
+
+
+def test_autocast_dtype_follows_the_hardware_and_the_override(monkeypatch):
+    monkeypatch.delenv(env.AUTOCAST_VAR, raising=False)
+    monkeypatch.setattr(env, "_cpu_has_native_bf16", lambda: True)
+    assert env.autocast_dtype("cpu") is torch.bfloat16
+    monkeypatch.setattr(env, "_cpu_has_native_bf16", lambda: False)
+    assert env.autocast_dtype("cpu") is None
+    assert env.autocast_dtype("mps") is None                     # not measured there: float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert env.autocast_dtype("cuda") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert env.autocast_dtype("cuda") is None
+    monkeypatch.setenv(env.AUTOCAST_VAR, " BF16 ")
+    assert env.autocast_dtype("cpu") is torch.bfloat16
+    monkeypatch.setenv(env.AUTOCAST_VAR, "off")
+    monkeypatch.setattr(env, "_cpu_has_native_bf16", lambda: True)
+    assert env.autocast_dtype("cpu") is None
+    monkeypatch.setenv(env.AUTOCAST_VAR, "fp16")
+    with pytest.raises(ValueError, match="DGM_AUTOCAST must be 'bf16', 'off' or unset, got 'fp16'"):
+        env.autocast_dtype("cpu")

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -435,3 +437,36 @@ def test_scheduler_interval_step_steps_the_schedule_after_every_update():
     with pytest.raises(ValueError, match="scheduler_interval must be 'epoch' or 'step', got 'batch'"):
         train.fit(torch.nn.Linear(1, 1), torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=1),
                   mse, _problem()[2], epochs=1, batch_size=8, scheduler_interval="batch")
+
+
+def test_autocast_runs_the_loss_in_bfloat16_and_keeps_the_weights_in_float32():
+    """With autocast=torch.bfloat16 the linear layer inside loss_fn computes in bfloat16 (its
+    output's dtype says so), the weights and their updates stay float32, and the update equals
+    the one of a hand-written step under torch.autocast (the independent route)."""
+    seen = []
+
+    def loss_fn(m, x):
+        out = m(x)
+        seen.append(out.dtype)
+        return (out.float() ** 2).mean()
+
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    by_hand = copy.deepcopy(model)
+    train.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, (x,), epochs=1,
+              batch_size=32, progress=False, autocast=torch.bfloat16)
+    assert seen == [torch.bfloat16] and model.weight.dtype == torch.float32
+    opt = torch.optim.SGD(by_hand.parameters(), lr=0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = (by_hand(x).float() ** 2).mean()
+    loss.backward()
+    opt.step()
+    assert torch.allclose(model.weight, by_hand.weight, atol=1e-6)
+    seen.clear()
+    train.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, (x,), epochs=1,
+              batch_size=32, progress=False)                      # the default: no autocast
+    assert seen == [torch.float32]
+    with pytest.raises(ValueError, match="autocast must be torch.bfloat16 or None, got torch.float16"):
+        train.fit(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, (x,), epochs=1,
+                  batch_size=32, autocast=torch.float16)

@@ -36,7 +36,8 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         clip_grad_norm: float | None = None, scheduler=None, seed: int = 0,
         max_batches: int | None = None, checkpoint: str | Path | None = None, resume: bool = False,
         progress: bool | None = None, desc: str = "train",
-        scheduler_interval: str = "epoch") -> dict[str, list[float]]:
+        scheduler_interval: str = "epoch",
+        autocast: torch.dtype | None = None) -> dict[str, list[float]]:
     """Train ``model`` for ``epochs`` epochs; return the history.
 
     loss_fn(model, *batch) -> scalar loss, where batch is one mini-batch of ``data``.
@@ -44,6 +45,10 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     clip_grad_norm: clip the global gradient norm to this value before each step.
     scheduler: a learning-rate scheduler, stepped once per epoch, or after every optimizer step
     with ``scheduler_interval="step"`` (warm-up and cosine decay over a run's updates).
+    autocast: ``torch.bfloat16`` runs loss_fn under ``torch.autocast`` on the data's device
+    (mixed precision: matrix products in bfloat16, the weights and their updates in float32);
+    None (the default) runs it in the weights' precision. ``env.autocast_dtype`` says where it
+    pays.
     seed: seeds the batch order (and, when not resuming, torch's global generator).
     max_batches: end each epoch after this many batches (None: all of them). A dry run passes
     ``profile.dry_cap``, so full-size data and models take a step or two per epoch.
@@ -75,6 +80,9 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         raise ValueError("resume=True needs a checkpoint path")
     if scheduler_interval not in ("epoch", "step"):
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    if autocast is not None and autocast is not torch.bfloat16:
+        raise ValueError(f"autocast must be torch.bfloat16 or None, got {autocast!r} (float16 "
+                         f"would need a gradient scaler)")
     per_step = scheduler is not None and scheduler_interval == "step"
     progress = _progress_default() if progress is None else progress
 
@@ -109,7 +117,9 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         for step, batch in enumerate(batches(*data, batch_size=batch_size, generator=gen)):
             if step == n_batches:
                 break
-            loss = loss_fn(model, *batch)
+            with torch.autocast(batch[0].device.type, dtype=autocast or torch.bfloat16,
+                                enabled=autocast is not None):
+                loss = loss_fn(model, *batch)
             if loss.ndim != 0:
                 raise ValueError(f"loss_fn must return a scalar, got shape {tuple(loss.shape)}")
             optimizer.zero_grad(set_to_none=True)
