@@ -209,3 +209,35 @@ def test_autocast_dtype_follows_the_hardware_and_the_override(monkeypatch):
     monkeypatch.setenv(env.AUTOCAST_VAR, "fp16")
     with pytest.raises(ValueError, match="DGM_AUTOCAST must be 'bf16', 'off' or unset, got 'fp16'"):
         env.autocast_dtype("cpu")
+
+
+def test_native_bf16_ignores_other_lines_and_malformed_ones(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: a CPU with bf16 in its name\nflags avx512_bf16\nflags\t\t: fpu avx2\n")
+    assert env._cpu_has_native_bf16(str(info)) is False     # only "flags:"/"Features:" lines count
+
+
+def _fake_sysctl(answer, calls):
+    """subprocess.run as it behaves: text only with text=True, output only when captured."""
+    import types
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        if isinstance(answer, Exception):
+            raise answer
+        out = answer if kw.get("text") else answer.encode()
+        return types.SimpleNamespace(stdout=out if kw.get("capture_output") else None)
+    return run
+
+
+@pytest.mark.parametrize("system, answer, native", [
+    ("Darwin", "1\n", True), ("Darwin", "0\n", False), ("Darwin", "\n", False),
+    ("Darwin", OSError("no sysctl"), False), ("Windows", "1\n", False)])
+def test_native_bf16_on_macos_asks_sysctl(monkeypatch, tmp_path, system, answer, native):
+    import platform
+    import subprocess
+    calls = []
+    monkeypatch.setattr(platform, "system", lambda: system)
+    monkeypatch.setattr(subprocess, "run", _fake_sysctl(answer, calls))
+    assert env._cpu_has_native_bf16(str(tmp_path / "no-cpuinfo")) is native
+    assert calls == ([["sysctl", "-n", "hw.optional.arm.FEAT_BF16"]] if system == "Darwin" else [])
