@@ -117,7 +117,7 @@ def fit(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
         for step, batch in enumerate(batches(*data, batch_size=batch_size, generator=gen)):
             if step == n_batches:
                 break
-            with torch.autocast(batch[0].device.type, dtype=autocast or torch.bfloat16,
+            with torch.autocast(batch[0].device.type, dtype=torch.bfloat16,  # the only one allowed
                                 enabled=autocast is not None):
                 loss = loss_fn(model, *batch)
             if loss.ndim != 0:
