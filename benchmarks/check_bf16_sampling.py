@@ -53,23 +53,32 @@ def network_speed(model, batches=(25, 50, 100, 200), repeats: int = 10) -> list[
     return lines
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_and_load(description: str, n_help: str, argv=None):
+    """The command line shared with ddim_gap.py: (args, net(x, t), schedule, num_classes).
+
+    A class-conditional checkpoint gives ``net`` with the null label (its unconditional model).
+    """
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("checkpoint", type=Path, help="a file written by diffusion.save_model")
-    ap.add_argument("--n", type=int, default=300, help="DDPM samples per precision")
+    ap.add_argument("--n", type=int, default=300, help=n_help)
     ap.add_argument("--batch", type=int, default=100, help="images per sampler call")
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     if not args.checkpoint.is_file():
-        ap.error(f"checkpoint: no such file {str(args.checkpoint)!r} (run 08_guidance or 07 first)")
+        ap.error(f"checkpoint: no such file {str(args.checkpoint)!r} (run 08_guidance first)")
     if args.n < 2 or args.batch < 1:
         ap.error(f"--n must be ≥ 2 and --batch ≥ 1, got {args.n} and {args.batch}")
-
     model, schedule, _ = diffusion.load_model(args.checkpoint, device="cpu")
     model.eval()
     classes = getattr(model.config, "num_classes", None)
     net = model if classes is None else (
         lambda x, t: model(x, t, torch.full((len(x),), classes, dtype=torch.long)))
+    return args, net, schedule, classes
+
+
+def main(argv=None):
+    args, net, schedule, classes = parse_and_load(__doc__.split("\n\n")[0],
+                                                  "DDPM samples per precision", argv)
     clf = metrics.reference_classifier()
     _, (x_test, _), _ = metrics.reference_splits()
     print(f"{args.checkpoint.name}: T = {schedule.T}, {'conditional, sampled with the null label' if classes is not None else 'unconditional'}; "

@@ -19,7 +19,6 @@ Not a test: nothing is asserted.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
@@ -33,25 +32,12 @@ os.environ.setdefault("DGM_DATA", "offline")
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from check_bf16_sampling import parse_and_load  # noqa: E402  (benchmarks/, beside this file)
 from helpers import diffusion, env, metrics  # noqa: E402
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("checkpoint", type=Path, help="a file written by diffusion.save_model")
-    ap.add_argument("--n", type=int, default=300, help="samples per sampler")
-    ap.add_argument("--batch", type=int, default=100, help="images per sampler call")
-    ap.add_argument("--seed", type=int, default=1)
-    args = ap.parse_args(argv)
-    if not args.checkpoint.is_file():
-        ap.error(f"checkpoint: no such file {str(args.checkpoint)!r} (run 08_guidance first)")
-    if args.n < 2 or args.batch < 1:
-        ap.error(f"--n must be ≥ 2 and --batch ≥ 1, got {args.n} and {args.batch}")
-
-    model, schedule, _ = diffusion.load_model(args.checkpoint, device="cpu")
-    classes = getattr(model.config, "num_classes", None)
-    net = model if classes is None else (
-        lambda x, t: model(x, t, torch.full((len(x),), classes, dtype=torch.long)))
+    args, net, schedule, _ = parse_and_load(__doc__.split("\n\n")[0], "samples per sampler", argv)
     amp = env.autocast_dtype("cpu")
     clf = metrics.reference_classifier()
     _, (x_test, _), x_heldout = metrics.reference_splits()
