@@ -19,7 +19,6 @@ Not a test: nothing is asserted.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -30,9 +29,9 @@ sys.path[:0] = [str(ROOT / "psets")]
 os.environ.setdefault("DGM_DATA", "offline")
 
 import torch  # noqa: E402
-from scipy import stats  # noqa: E402
 
-from check_bf16_sampling import parse_and_load  # noqa: E402  (benchmarks/, beside this file)
+from bench_diffusion import score  # noqa: E402  (benchmarks/, beside this file)
+from check_bf16_sampling import parse_and_load  # noqa: E402
 from helpers import diffusion, env, metrics  # noqa: E402
 
 
@@ -41,7 +40,6 @@ def main(argv=None):
     amp = env.autocast_dtype("cpu")
     clf = metrics.reference_classifier()
     _, (x_test, _), x_heldout = metrics.reference_splits()
-    floor = metrics.fd_real_floor(clf, x_test, x_heldout, args.n)
     T = schedule.T
     samplers = {  # name: (network calls, sampler)
         "DDPM": (T, lambda shape, x_T, gen: diffusion.p_sample_loop(net, shape, schedule, x_T=x_T,
@@ -66,14 +64,10 @@ def main(argv=None):
                 shape = (min(args.batch, args.n - i), 1, 28, 28)
                 chunks.append(sample(shape, torch.randn(shape, generator=noise_gen), step_gen))
         seconds = time.perf_counter() - start
-        x = ((torch.cat(chunks) + 1) / 2).clamp(0, 1)
-        probs = metrics.classifier_probs(clf, x)
-        share = (probs.max(1).values >= 0.9).float().mean().item()
-        hist = torch.bincount(probs.argmax(1), minlength=10)
-        print(f"| {name} | {calls} | {seconds:.0f} | {share:.1%} ± {math.sqrt(share * (1 - share) / args.n):.1%} | "
-              f"{metrics.fd_to_real(clf, x, x_test, args.n):.1f} | {floor:.1f} | "
-              f"{stats.chisquare(hist.numpy()).pvalue:.2g} | {', '.join(map(str, hist.tolist()))} |",
-              flush=True)
+        r = score(clf, ((torch.cat(chunks) + 1) / 2).clamp(0, 1), x_test, x_heldout)  # as the benchmark
+        print(f"| {name} | {calls} | {seconds:.0f} | {r['confident']:.1%} ± {r['se']:.1%} | "
+              f"{r['fd']:.1f} | {r['floor']:.1f} | {r['chi2_p']:.2g} | "
+              f"{', '.join(map(str, r['classes']))} |", flush=True)
 
 
 if __name__ == "__main__":
