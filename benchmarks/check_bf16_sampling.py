@@ -53,16 +53,19 @@ def network_speed(model, batches=(25, 50, 100, 200), repeats: int = 10) -> list[
     return lines
 
 
-def parse_and_load(description: str, n_help: str, argv=None):
+def parse_and_load(description: str, n_help: str, argv=None, extra=()):
     """The command line shared with ddim_gap.py: (args, net(x, t), schedule, num_classes).
 
     A class-conditional checkpoint gives ``net`` with the null label (its unconditional model).
+    ``extra``: more options, pairs (names, keyword arguments) of ``add_argument``.
     """
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("checkpoint", type=Path, help="a file written by diffusion.save_model")
     ap.add_argument("--n", type=int, default=300, help=n_help)
     ap.add_argument("--batch", type=int, default=100, help="images per sampler call")
     ap.add_argument("--seed", type=int, default=1)
+    for names, kwargs in extra:
+        ap.add_argument(*names, **kwargs)
     args = ap.parse_args(argv)
     if not args.checkpoint.is_file():
         ap.error(f"checkpoint: no such file {str(args.checkpoint)!r} (run 08_guidance first)")
