@@ -3,6 +3,7 @@ combination, the guided ε-model, sampling from a saved checkpoint, and the dive
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -216,6 +217,28 @@ def test_guided_sample_shapes_and_repeatability():
         dif.guided_sample(model, [0, 3], 2.0, s, S=4)
 
 
+def test_guided_sample_eta_is_ddim_noise_level():
+    """eta reaches the DDIM loop: η = 1 equals ddim_sample_loop with η = 1 on the guided estimate,
+    differs from η = 0, and repeats with a seeded generator; DDPM (S = None) refuses an η."""
+    model = tiny_conditional_unet()
+    s = dif.cosine_schedule(20)
+    y = torch.tensor([0, 3, 9])
+    one = dif.guided_sample(model, y, 2.0, s, S=4, eta=1.0, generator=torch.Generator().manual_seed(5))
+    again = dif.guided_sample(model, y, 2.0, s, S=4, eta=1.0, generator=torch.Generator().manual_seed(5))
+    direct = dif.ddim_sample_loop(dif.Guided(model, y, 2.0), (3, 1, 28, 28), s, 4, eta=1.0,
+                                  generator=torch.Generator().manual_seed(5))
+    zero = dif.guided_sample(model, y, 2.0, s, S=4, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(one, again) and torch.allclose(one, direct, atol=1e-6)
+    assert (one - zero).abs().max() > 1e-2
+    for bad in (-0.5, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match=r"eta \(DDIM's noise level\) must be a finite number ≥ 0, "
+                                             rf"got {re.escape(repr(bad))}"):
+            dif.guided_sample(model, y, 2.0, s, S=4, eta=bad)
+    with pytest.raises(ValueError, match=r"eta applies to DDIM \(S given\); DDPM \(S = None\) has "
+                                         r"its own noise, got eta=0.5"):
+        dif.guided_sample(model, y, 2.0, s, S=None, eta=0.5)
+
+
 # ----------------------------------------------------------------------------- checkpoints and grids
 
 def test_save_and_load_model_round_trip(tmp_path):
@@ -284,6 +307,8 @@ def test_sample_grid_figure_shows_the_samples_with_a_label_beside_each_row(tmp_p
     centres = [2 + 30 * r + 13.5 for r in range(10)]              # middle of each row's pixels
     assert np.allclose(ticks, centres, atol=1.0)
     assert fig.get_suptitle() == "w = 2.5, DDIM S = 2"
+    dif.sample_grid(path, [1], w=1.0, out=tmp_path / "g.png", n_per_class=2, S=2, eta=1.0)
+    assert drawn[-1].get_suptitle() == "w = 1, DDIM S = 2, η = 1"
 
 
 def test_sample_grid_defaults_are_the_scripts(tmp_path, monkeypatch):
@@ -342,6 +367,18 @@ def test_sample_guided_script(tmp_path):
                          capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "classes must be a non-empty list" in bad.stderr
     assert not (tmp_path / "t.png").exists()
+    eta = subprocess.run([sys.executable, str(ROOT / "scripts" / "sample_guided.py"), str(path),
+                          "--classes", "1", "--n-per-class", "2", "--steps", "3", "--eta", "1",
+                          "--out", str(tmp_path / "e.png")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert eta.returncode == 0 and "η = 1)" in eta.stdout, eta.stderr
+    for args, message in ((["--ddpm", "--eta", "1"], "--eta applies to DDIM"),
+                          (["--eta", "-1"], "eta (DDIM's noise level) must be a finite number ≥ 0")):
+        refused = subprocess.run([sys.executable, str(ROOT / "scripts" / "sample_guided.py"), str(path),
+                                  *args, "--out", str(tmp_path / "f.png")],
+                                 capture_output=True, text=True, env=env, timeout=300)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+    assert not (tmp_path / "f.png").exists()
 
 
 # ----------------------------------------------------------------------------- diversity

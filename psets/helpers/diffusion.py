@@ -488,6 +488,12 @@ def conditional_training_loss(model, x0: torch.Tensor, y: torch.Tensor, schedule
     return training_loss(lambda xt, t: model(xt, t, y_in), x0, schedule, generator)
 
 
+def _check_eta(eta) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < math.inf:
+        raise ValueError(f"eta (DDIM's noise level) must be a finite number ≥ 0, got {eta!r}")
+    return float(eta)
+
+
 def _check_w(w) -> float:
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
         raise ValueError(f"w (the guidance weight) must be a finite number, got {w!r}")
@@ -540,13 +546,17 @@ class Guided:
 @grading.reference
 def guided_sample(model, y: torch.Tensor, w: float, schedule: NoiseSchedule, S: int | None = None,
                   generator: torch.Generator | None = None, batch_size: int = 500,
-                  image_shape: tuple[int, ...] = (1, 28, 28)) -> torch.Tensor:
+                  image_shape: tuple[int, ...] = (1, 28, 28), eta: float = 0.0) -> torch.Tensor:
     """Samples x_0 (N, *image_shape) in [−1, 1], one per label of y (N,), guided with weight w.
 
-    DDIM with S steps (η = 0) if S is given, else DDPM ancestral sampling with all T steps.
+    DDIM with S steps if S is given (``eta`` as in ``ddim_step``: 0 deterministic, 1 fresh noise
+    at each step), else DDPM ancestral sampling with all T steps (``eta`` must then be left at 0).
     Drawn in chunks of ``batch_size`` on the model's device; the generator makes it repeatable.
     """
     _check_labels(y)
+    eta = _check_eta(eta)
+    if S is None and eta != 0:
+        raise ValueError(f"eta applies to DDIM (S given); DDPM (S = None) has its own noise, got eta={eta!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = next(model.parameters()).device
@@ -559,7 +569,7 @@ def guided_sample(model, y: torch.Tensor, w: float, schedule: NoiseSchedule, S: 
         if S is None:
             chunks.append(p_sample_loop(eps, shape, schedule, device=device, generator=generator))
         else:
-            chunks.append(ddim_sample_loop(eps, shape, schedule, S=S, device=device,
+            chunks.append(ddim_sample_loop(eps, shape, schedule, S=S, eta=eta, device=device,
                                            generator=generator))
     return torch.cat(chunks) if chunks else torch.empty(0, *image_shape, device=device)
 
@@ -600,11 +610,12 @@ def load_model(path, device=None):
 
 
 def sample_grid(checkpoint, classes, w: float, out, n_per_class: int = 8, S: int | None = 50,
-                seed: int = 0, device=None, batch_size: int = 500):
+                seed: int = 0, device=None, batch_size: int = 500, eta: float = 0.0):
     """Load a class-conditional sampler, draw ``n_per_class`` digits per class, write a PNG grid.
 
     One row per class in ``classes`` (integers in 0..num_classes−1), guided with weight w,
-    DDIM with S steps (None: DDPM with all T steps). The PNG is written atomically to ``out``.
+    DDIM with S steps and noise level ``eta`` (None: DDPM with all T steps). The PNG is written
+    atomically to ``out``.
     Returns (path, samples) with samples (len(classes) · n_per_class, 1, 28, 28) in [0, 1].
     """
     from pathlib import Path
@@ -634,7 +645,7 @@ def sample_grid(checkpoint, classes, w: float, out, n_per_class: int = 8, S: int
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(seed)
     y = torch.tensor(classes, device=device).repeat_interleave(n_per_class)
-    x = ((guided_sample(model, y, w, schedule, S=S, generator=gen, batch_size=batch_size)
+    x = ((guided_sample(model, y, w, schedule, S=S, generator=gen, batch_size=batch_size, eta=eta)
           + 1) / 2).clamp(0, 1).cpu()
 
     grid = make_grid(x, nrow=n_per_class, padding=2, pad_value=1.0)[0].numpy()
@@ -646,6 +657,7 @@ def sample_grid(checkpoint, classes, w: float, out, n_per_class: int = 8, S: int
     ax.tick_params(length=0)
     for side in ax.spines.values():
         side.set_visible(False)
-    fig.suptitle(f"w = {w:g}, " + (f"DDIM S = {S}" if S else f"DDPM T = {schedule.T}"),
+    fig.suptitle(f"w = {w:g}, " + (f"DDIM S = {S}" + (f", η = {eta:g}" if eta else "") if S
+                                    else f"DDPM T = {schedule.T}"),
                  fontsize=9)
     return train.atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100)), x
