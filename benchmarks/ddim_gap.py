@@ -43,11 +43,12 @@ from helpers import diffusion, env, metrics  # noqa: E402
 
 
 def sampler_rows(names: str, T: int) -> dict:
-    """{row name: (network calls, S or None for DDPM, η)} from e.g. "ddpm,ddim50,ddimT,ddim50-eta1"."""
+    """{row name: (network calls, S, η)} from e.g. "ddpm,ddim50,ddimT,ddim50-eta1"; DDPM's S and η
+    are None (it takes all T steps and draws its own noise)."""
     rows = {}
     for name in names.split(","):
         if name == "ddpm":
-            rows["DDPM"] = (T, None, 1.0)
+            rows["DDPM"] = (T, None, None)
             continue
         steps, _, eta = name.removeprefix("ddim").partition("-eta")
         if not name.startswith("ddim") or not (steps == "T" or steps.isdigit()) or eta not in ("", "1"):
