@@ -31,6 +31,7 @@ comparison is side by side on one machine; the load average before and after eac
     python benchmarks/bench_diffusion.py                        # all three, 5 min each, n = 500
     python benchmarks/bench_diffusion.py --budget 600           # 10 min each
     python benchmarks/bench_diffusion.py --recipes first,second --n 200 --json out.json
+    python benchmarks/bench_diffusion.py --recipes second --steps 3250 --other-ema 0.995,0.9995
 
 Not a test: nothing is asserted.
 """
@@ -171,17 +172,20 @@ def loss_fn(recipe: Recipe, model, x0, schedule, gen):
 
 
 def train(recipe: Recipe, x0: torch.Tensor, budget_s: float | None, seed: int = 0,
-          steps: int | None = None):
+          steps: int | None = None, other_decays: tuple[float, ...] = ()):
     """Train until ``budget_s`` seconds of wall clock are spent or, if ``steps`` is given, for
     exactly that many steps. On a budget, the learning-rate schedule's length is re-estimated
     before every step from the pace so far (steps done × budget / time spent), so that the decay
-    ends when the time does even if the pace changes."""
+    ends when the time does even if the pace changes. ``other_decays``: more EMAs of the same
+    run, returned as {decay: network} in the info dict's "others" (one training, several
+    averages)."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     schedule = diffusion.make_schedule(recipe.schedule, recipe.T)
     model = recipe.make_model()
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     ema = diffusion.ema_of(model, opt, decay=recipe.ema_decay) if recipe.ema_decay else None
+    others = {d: diffusion.ema_of(model, opt, decay=d) for d in other_decays}
     model.train()
     start, step, losses = time.perf_counter(), 0, []
     while True:
@@ -212,7 +216,8 @@ def train(recipe: Recipe, x0: torch.Tensor, budget_s: float | None, seed: int = 
     seconds = time.perf_counter() - start
     net = (ema.module if ema is not None else model).eval()
     return net, schedule, dict(steps=step, train_s=seconds, ms_per_step=1e3 * seconds / step,
-                               final_loss=sum(losses[-200:]) / len(losses[-200:]))
+                               final_loss=sum(losses[-200:]) / len(losses[-200:]),
+                               others={d: e.module.eval() for d, e in others.items()})
 
 
 def to_unit(recipe: Recipe, x: torch.Tensor) -> torch.Tensor:
@@ -263,6 +268,9 @@ def main(argv=None):
                     help="train every recipe for this many steps instead of --budget seconds")
     ap.add_argument("--ddim-variants", action="store_true",
                     help="also score DDIM-50 without clipping of x̂_0 and with η = 0.5, 1")
+    ap.add_argument("--other-ema", default="",
+                    help="comma-separated EMA decays in (0, 1) kept beside each recipe's own during "
+                         "the same training and scored as extra rows (e.g. 0.995,0.9995)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -273,6 +281,12 @@ def main(argv=None):
         ap.error(f"--recipes: unknown {unknown}; choose from {sorted(RECIPES)}")
     if args.budget <= 0 or args.n < 2:
         ap.error(f"--budget must be > 0 and --n ≥ 2, got {args.budget} and {args.n}")
+    try:
+        other_decays = tuple(float(d) for d in args.other_ema.split(",") if d.strip())
+    except ValueError:
+        ap.error(f"--other-ema must be comma-separated numbers in (0, 1), got {args.other_ema!r}")
+    if not all(0 < d < 1 for d in other_decays):
+        ap.error(f"--other-ema: every decay must lie in (0, 1), got {args.other_ema!r}")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -290,20 +304,25 @@ def main(argv=None):
         recipe = RECIPES[key]
         lo, hi = recipe.data_range
         load0 = os.getloadavg()[0]
-        net, schedule, info = train(recipe, x_train * (hi - lo) + lo, args.budget, args.seed, args.steps)
-        row = dict(recipe=key, name=recipe.name, params=nets.count_parameters(net), **info)
+        net, schedule, info = train(recipe, x_train * (hi - lo) + lo, args.budget, args.seed, args.steps,
+                                    other_decays if recipe.ema_decay else ())
+        others = info.pop("others")
         variants = {"DDPM": {}, "DDIM-50": {}}
         if args.ddim_variants:
             variants.update({"DDIM-50 no clip": dict(clip_denoised=False),
                              "DDIM-50 η=0.5": dict(eta=0.5), "DDIM-50 η=1": dict(eta=1.0)})
-        for sampler, kwargs in variants.items():
-            n = args.n_peer if sampler == "DDPM" and key == "textbook" and args.n_peer else args.n
-            x, secs = draw(recipe, net, schedule, sampler.split(" ")[0], n, SAMPLE_BATCH,
-                           args.seed + 1, **kwargs)
-            row[sampler] = dict(samples_per_s=n / secs, **score(clf, x, x_test, x_heldout))
-        row["load"] = (load0, os.getloadavg()[0])
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        label = f" (EMA {recipe.ema_decay:g})" if others else ""
+        for name, model in [(recipe.name + label, net)] + [
+                (f"{recipe.name} (EMA {d:g}, same run)", m) for d, m in others.items()]:
+            row = dict(recipe=key, name=name, params=nets.count_parameters(model), **info)
+            for sampler, kwargs in variants.items():
+                n = args.n_peer if sampler == "DDPM" and key == "textbook" and args.n_peer else args.n
+                x, secs = draw(recipe, model, schedule, sampler.split(" ")[0], n, SAMPLE_BATCH,
+                               args.seed + 1, **kwargs)
+                row[sampler] = dict(samples_per_s=n / secs, **score(clf, x, x_test, x_heldout))
+            row["load"] = (load0, os.getloadavg()[0])
+            rows.append(row)
+            print(json.dumps(row), flush=True)
 
     lines = [f"Budget {args.budget:.0f} s of training per recipe, n = {args.n} samples per sampler, "
              f"torch threads {torch.get_num_threads()}.", "",

@@ -1,5 +1,6 @@
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -548,8 +549,15 @@ def test_sampler_argument_errors():
         dif.p_sample(model, torch.zeros(2, 1, 4, 4), 3, s, variance="learned")
     with pytest.raises(ValueError, match=r"t must lie in 1..50"):
         dif.p_sample(model, torch.zeros(2, 1, 4, 4), 51, s)
-    with pytest.raises(ValueError, match="eta must be ≥ 0, got -0.5"):
-        dif.ddim_sample_loop(model, (2, 1, 4, 4), s, S=5, eta=-0.5)
+    calls = []
+    counting = lambda x, t: calls.append(t) or x  # noqa: E731
+    for bad in (-0.5, float("nan"), float("inf"), True, "1"):   # refused before any network call
+        with pytest.raises(ValueError, match=rf"eta \(DDIM's noise level\) must be a finite number ≥ 0, got {re.escape(repr(bad))}"):
+            dif.ddim_sample_loop(counting, (2, 1, 4, 4), s, S=5, eta=bad)
+        assert not calls, f"eta={bad!r}: the network was called before eta was refused"
+        with pytest.raises(ValueError, match=r"eta \(DDIM's noise level\) must be a finite number ≥ 0"):
+            dif.ddim_step(torch.zeros(2, 1, 4, 4), torch.zeros(2, 1, 4, 4), torch.tensor([5, 5]),
+                          torch.tensor([4, 4]), s, eta=bad)
     with pytest.raises(ValueError, match=r"S \(the number of DDIM steps\) must be an integer in 1..T = 1..50, got 51"):
         dif.ddim_sample_loop(model, (2, 1, 4, 4), s, S=51)
 

@@ -371,6 +371,12 @@ def ddim_timesteps(T: int, S: int) -> list[int]:
 
 
 @grading.reference
+def _check_eta(eta) -> float:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < math.inf:
+        raise ValueError(f"eta (DDIM's noise level) must be a finite number ≥ 0, got {eta!r}")
+    return float(eta)
+
+
 def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor,
               schedule: NoiseSchedule, eta: float = 0.0, noise: torch.Tensor | None = None,
               clip_denoised: bool = True) -> torch.Tensor:
@@ -380,8 +386,7 @@ def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, t_prev: torc
     σ_t = η √((1 − ᾱ_{t'}) / (1 − ᾱ_t)) √(1 − ᾱ_t / ᾱ_{t'}). η = 0 is deterministic;
     η = 1 with t' = t − 1 is DDPM's ancestral step. eps, xt (B, C, H, W); t, t_prev (B,).
     """
-    if not 0 <= eta:
-        raise ValueError(f"eta must be ≥ 0, got {eta!r}")
+    eta = _check_eta(eta)
     ab, ab_prev = extract(schedule.alpha_bar, t, xt.ndim), extract(schedule.alpha_bar, t_prev, xt.ndim)
     x0_hat = predict_x0_from_eps(xt, t, eps, schedule)
     if clip_denoised:
@@ -408,6 +413,7 @@ def ddim_sample_loop(model: EpsModel, shape, schedule: NoiseSchedule, S: int, et
     (clipped) x̂_0 of that step.
     """
     shape = _check_shape(shape)
+    eta = _check_eta(eta)
     x = _randn(shape, generator, device) if x_T is None else x_T
     taus = ddim_timesteps(schedule.T, S) + [0]
     trajectory = {taus[0]: x.cpu()}
@@ -486,12 +492,6 @@ def conditional_training_loss(model, x0: torch.Tensor, y: torch.Tensor, schedule
     null_class = _null_class(model) if null_class is None else null_class
     y_in = drop_labels(y, p_uncond, null_class, generator)
     return training_loss(lambda xt, t: model(xt, t, y_in), x0, schedule, generator)
-
-
-def _check_eta(eta) -> float:
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < math.inf:
-        raise ValueError(f"eta (DDIM's noise level) must be a finite number ≥ 0, got {eta!r}")
-    return float(eta)
 
 
 def _check_w(w) -> float:
