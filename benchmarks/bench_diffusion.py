@@ -270,7 +270,10 @@ def main(argv=None):
                     help="also score DDIM-50 without clipping of x̂_0 and with η = 0.5, 1")
     ap.add_argument("--other-ema", default="",
                     help="comma-separated EMA decays in (0, 1) kept beside each recipe's own during "
-                         "the same training and scored as extra rows (e.g. 0.995,0.9995)")
+                         "the same training and scored as extra rows (e.g. 0.995,0.9995). With the "
+                         "warm-up of diffusion.ema_of a decay d only takes effect after "
+                         "9 d / (1 - d) updates (8,991 for 0.999): shorter runs give "
+                         "identical rows for all larger decays")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")

@@ -581,6 +581,28 @@ def test_ema_follows_the_weights_with_warmup():
         dif.ema_of(model, opt, decay=1)
 
 
+def test_ema_warmup_sets_the_decay_until_update_8991_for_0_999():
+    """07's text: with warm-up, decays 0.999 and 0.9995 give the same weights until d_n = (1 + n) /
+    (10 + n) reaches 0.999 (n = 8,990 averaging steps after the first update, which copies), so a
+    3,250-update run cannot tell them apart; 0.995 is reached after 1,791 updates."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    emas = {d: dif.ema_of(model, opt, decay=d) for d in (0.995, 0.999, 0.9995)}
+    x = torch.randn(9000, 4, 1)
+    for step in range(1, 8993):
+        opt.zero_grad()
+        model(x[step]).square().mean().backward()
+        opt.step()
+        if step in (1791, 3250, 8991):
+            assert torch.equal(emas[0.999].module.weight, emas[0.9995].module.weight), f"update {step}"
+        if step == 1790:
+            assert torch.equal(emas[0.995].module.weight, emas[0.999].module.weight)
+        if step == 1792:
+            assert not torch.equal(emas[0.995].module.weight, emas[0.999].module.weight)
+    assert not torch.equal(emas[0.999].module.weight, emas[0.9995].module.weight), "update 8,992"
+
+
 def test_ema_default_decay_is_0_999_and_decay_0_is_refused():
     """Without warm-up the average is d θ_EMA + (1 − d) θ with the documented default d = 0.999
     (a default outside (0, 1) would make ema_of(model, opt) itself fail)."""
