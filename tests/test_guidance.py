@@ -237,6 +237,10 @@ def test_guided_sample_eta_is_ddim_noise_level():
     with pytest.raises(ValueError, match=r"eta applies to DDIM \(S given\); DDPM \(S = None\) has "
                                          r"its own noise, got eta=0.5"):
         dif.guided_sample(model, y, 2.0, s, S=None, eta=0.5)
+    for bad in (-0.5, "1"):   # an invalid η is named as such, also where DDPM would refuse any η
+        with pytest.raises(ValueError, match=r"eta \(DDIM's noise level\) must be a finite number ≥ 0, "
+                                             rf"got {re.escape(repr(bad))}"):
+            dif.guided_sample(model, y, 2.0, s, S=None, eta=bad)
 
 
 # ----------------------------------------------------------------------------- checkpoints and grids
