@@ -172,7 +172,7 @@ def loss_fn(recipe: Recipe, model, x0, schedule, gen):
 
 
 def train(recipe: Recipe, x0: torch.Tensor, budget_s: float | None, seed: int = 0,
-          steps: int | None = None, other_decays: tuple[float, ...] = ()):
+          steps: int | None = None, other_decays: tuple[float, ...] = (), other_warmup: bool = True):
     """Train until ``budget_s`` seconds of wall clock are spent or, if ``steps`` is given, for
     exactly that many steps. On a budget, the learning-rate schedule's length is re-estimated
     before every step from the pace so far (steps done × budget / time spent), so that the decay
@@ -185,7 +185,7 @@ def train(recipe: Recipe, x0: torch.Tensor, budget_s: float | None, seed: int = 
     model = recipe.make_model()
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     ema = diffusion.ema_of(model, opt, decay=recipe.ema_decay) if recipe.ema_decay else None
-    others = {d: diffusion.ema_of(model, opt, decay=d) for d in other_decays}
+    others = {d: diffusion.ema_of(model, opt, decay=d, warmup=other_warmup) for d in other_decays}
     model.train()
     start, step, losses = time.perf_counter(), 0, []
     while True:
@@ -274,6 +274,9 @@ def main(argv=None):
                          "warm-up of diffusion.ema_of a decay d only takes effect after "
                          "9 d / (1 - d) updates (8,991 for 0.999): shorter runs give "
                          "identical rows for all larger decays")
+    ap.add_argument("--other-ema-no-warmup", action="store_true",
+                    help="the --other-ema averages use their decay from the first update on "
+                         "(diffusion.ema_of(warmup=False)) instead of the warm-up")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -300,7 +303,8 @@ def main(argv=None):
     if args.n > n_real:
         ap.error(f"--n must be ≤ {n_real} (the real digits the FD floor compares), got {args.n}")
     print(f"{len(x_train)} training digits ({data.mnist_source(x_train)}); torch threads "
-          f"{torch.get_num_threads()}; budget {args.budget:.0f} s per recipe; n = {args.n}", flush=True)
+          f"{torch.get_num_threads()}; "
+          f"{f'{args.steps} steps' if args.steps else f'budget {args.budget:.0f} s'} per recipe; n = {args.n}", flush=True)
 
     rows = []
     for key in names:
@@ -308,7 +312,8 @@ def main(argv=None):
         lo, hi = recipe.data_range
         load0 = os.getloadavg()[0]
         net, schedule, info = train(recipe, x_train * (hi - lo) + lo, args.budget, args.seed, args.steps,
-                                    other_decays if recipe.ema_decay else ())
+                                    other_decays if recipe.ema_decay else (),
+                                    not args.other_ema_no_warmup)
         others = info.pop("others")
         variants = {"DDPM": {}, "DDIM-50": {}}
         if args.ddim_variants:
@@ -316,7 +321,8 @@ def main(argv=None):
                              "DDIM-50 η=0.5": dict(eta=0.5), "DDIM-50 η=1": dict(eta=1.0)})
         label = f" (EMA {recipe.ema_decay:g})" if others else ""
         for name, model in [(recipe.name + label, net)] + [
-                (f"{recipe.name} (EMA {d:g}, same run)", m) for d, m in others.items()]:
+                (f"{recipe.name} (EMA {d:g}{', no warm-up' if args.other_ema_no_warmup else ''}, same run)", m)
+                for d, m in others.items()]:
             row = dict(recipe=key, name=name, params=nets.count_parameters(model), **info)
             for sampler, kwargs in variants.items():
                 n = args.n_peer if sampler == "DDPM" and key == "textbook" and args.n_peer else args.n
@@ -327,7 +333,8 @@ def main(argv=None):
             rows.append(row)
             print(json.dumps(row), flush=True)
 
-    lines = [f"Budget {args.budget:.0f} s of training per recipe, n = {args.n} samples per sampler, "
+    lines = [(f"{args.steps} training steps" if args.steps else f"Budget {args.budget:.0f} s of training")
+             + f" per recipe, n = {args.n} samples per sampler, "
              f"torch threads {torch.get_num_threads()}.", "",
              "| recipe | parameters | steps | ms/step | sampler | samples/s | confident (± se) | "
              "FD | floor (same n) | χ² p (classes) | load before → after |",
