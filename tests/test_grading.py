@@ -173,6 +173,29 @@ def test_a_reference_may_be_forbidden_by_its_name():
         run(cell, ns)
 
 
+def test_forbidding_an_unmarked_function_is_refused():
+    """Only a function marked @reference notices that it is called: forbidding any other would
+    guard nothing (it happened once: a decorator slid onto the wrong function)."""
+    def plain(x):
+        return x
+
+    ns = notebook(plain=plain)
+    with pytest.raises(TypeError, match=r"forbid lists functions not marked @grading.reference, "
+                                        r"whose calls could not be caught: .*plain"):
+        run('with grading.check(2, {"my_cube": ref_cube}, forbid=[plain]):\n    pass\n', ns)
+
+
+def test_the_diffusion_references_that_checks_forbid_are_marked():
+    from helpers import diffusion
+    for fn in (diffusion.q_sample, diffusion.posterior_coefficients, diffusion.q_posterior_mean_variance,
+               diffusion.training_loss, diffusion.p_mean_variance, diffusion.p_sample,
+               diffusion.p_sample_loop, diffusion.ddim_timesteps, diffusion.ddim_step,
+               diffusion.ddim_sample_loop, diffusion.drop_labels, diffusion.conditional_training_loss,
+               diffusion.guided_eps, diffusion.guided_sample):
+        assert hasattr(fn, "reference_name"), f"{fn.__name__} is not marked @grading.reference"
+    assert not hasattr(diffusion._check_eta, "reference_name")
+
+
 def test_a_missing_second_name_restores_the_first_and_fails_the_check():
     ns = run("def my_square(x):\n    return ref_square(x)\n", notebook())
     original = ns["my_square"]

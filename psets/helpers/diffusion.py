@@ -370,13 +370,13 @@ def ddim_timesteps(T: int, S: int) -> list[int]:
     return [round(i * T / S) for i in range(S, 0, -1)]  # τ_i = round(i · T / S)
 
 
-@grading.reference
 def _check_eta(eta) -> float:
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < math.inf:
         raise ValueError(f"eta (DDIM's noise level) must be a finite number ≥ 0, got {eta!r}")
     return float(eta)
 
 
+@grading.reference
 def ddim_step(eps: torch.Tensor, xt: torch.Tensor, t: torch.Tensor, t_prev: torch.Tensor,
               schedule: NoiseSchedule, eta: float = 0.0, noise: torch.Tensor | None = None,
               clip_denoised: bool = True) -> torch.Tensor:

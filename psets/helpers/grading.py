@@ -129,6 +129,12 @@ class check:  # noqa: N801 (used as `with grading.check(...)`, like a function)
                 "grading.check: fallbacks must be a non-empty dict {student's name: reference}, "
                 f"got {fallbacks!r}"
             )
+        unguarded = [fn for fn in forbid if callable(fn) and not hasattr(fn, "reference_name")]
+        if unguarded:  # only a function marked @reference can notice that it is called
+            raise TypeError(
+                "grading.check: forbid lists functions not marked @grading.reference, whose calls "
+                f"could not be caught: {', '.join(_qualname(fn) for fn in unguarded)}"
+            )
         namespace = sys._getframe(1).f_globals  # the notebook cell that runs the check
         self.problem = _Problem(number, dict(fallbacks), namespace)
         _problems[number] = self.problem
