@@ -15,7 +15,9 @@ Recipes (``--recipes``, comma-separated):
   0.999 with warm-up, gradient clipping at 1).
 * ``second``: the second edition's recipe, as 07 runs it (the same network; warm-up and cosine
   decay of a doubled peak rate; bf16 autocast in training and sampling on a CPU with bf16
-  instructions). ``warmup-cosine`` and the ``wc+…`` variants are the steps that led there.
+  instructions). ``warmup-cosine`` and the ``wc+…`` variants are the steps that led there;
+  ``s+b32``, ``s+noattn`` and ``s+b64`` change one thing of ``second`` (a wider network, no
+  self-attention, a larger batch at a higher rate).
 * ``textbook``: a peer written here from the description of a textbook's recipe (a U-Net with
   64/128/256 channels, batch norm, ReLU, max-pool and bilinear up-sampling, sinusoidal time
   features added to every block; linear schedule with T = 1000; batch 128; Adam 1e-3; no EMA;
@@ -145,6 +147,15 @@ RECIPES = {
     "second": Recipe("second edition (07, standard" + (", bf16)" if NATIVE_BF16 else ", float32)"),
                      unet(base_channels=16), lr=2e-3, warmup_cosine=True, bf16=NATIVE_BF16,
                      bf16_sampling=NATIVE_BF16),
+    # variants of "second" screened on 2 December at equal wall-clock time (one change each)
+    "s+b32": Recipe("second + 32 base channels (1.06M parameters)", unet(base_channels=32),
+                    lr=2e-3, warmup_cosine=True, bf16=NATIVE_BF16, bf16_sampling=NATIVE_BF16),
+    "s+noattn": Recipe("second without the 7 × 7 self-attention",
+                       unet(base_channels=16, attention=False), lr=2e-3, warmup_cosine=True,
+                       bf16=NATIVE_BF16, bf16_sampling=NATIVE_BF16),
+    "s+b64": Recipe("second + batch 64, peak rate 3e-3", unet(base_channels=16), lr=3e-3,
+                    batch_size=64, warmup_cosine=True, bf16=NATIVE_BF16,
+                    bf16_sampling=NATIVE_BF16),
     "textbook": Recipe("textbook-style peer", TextbookUNet, T=1000, batch_size=128, lr=1e-3,
                        ema_decay=None, data_range=(0.0, 1.0), clip_denoised=False,
                        clip_grad_norm=None),
@@ -264,6 +275,9 @@ def main(argv=None):
     ap.add_argument("--n-peer", type=int, default=None,
                     help="DDPM samples of the textbook peer (default --n; its T = 1000 calls of a "
                          "2.2M-parameter net cost about 40x ours per sample on a CPU)")
+    ap.add_argument("--n-ddpm", type=int, default=None,
+                    help="DDPM samples per recipe (default --n): DDPM costs T = 400 calls per "
+                         "sample, DDIM-50 fifty, so a quick screen can draw fewer")
     ap.add_argument("--steps", type=int, default=None,
                     help="train every recipe for this many steps instead of --budget seconds")
     ap.add_argument("--ddim-variants", action="store_true",
@@ -287,6 +301,9 @@ def main(argv=None):
         ap.error(f"--recipes: unknown {unknown}; choose from {sorted(RECIPES)}")
     if args.budget <= 0 or args.n < 2:
         ap.error(f"--budget must be > 0 and --n ≥ 2, got {args.budget} and {args.n}")
+    for flag, value in (("--n-ddpm", args.n_ddpm), ("--n-peer", args.n_peer)):
+        if value is not None and value < 2:
+            ap.error(f"{flag} must be ≥ 2 (a share and its standard error need samples), got {value}")
     try:
         other_decays = tuple(float(d) for d in args.other_ema.split(",") if d.strip())
     except ValueError:
@@ -300,8 +317,10 @@ def main(argv=None):
     clf = metrics.reference_classifier()
     _, (x_test, _), x_heldout = metrics.reference_splits()
     n_real = min(len(x_test), len(x_heldout))
-    if args.n > n_real:
-        ap.error(f"--n must be ≤ {n_real} (the real digits the FD floor compares), got {args.n}")
+    for flag, value in (("--n", args.n), ("--n-ddpm", args.n_ddpm), ("--n-peer", args.n_peer)):
+        if value is not None and value > n_real:
+            ap.error(f"{flag} must be ≤ {n_real} (the real digits the FD floor compares), "
+                     f"got {value}")
     print(f"{len(x_train)} training digits ({data.mnist_source(x_train)}); torch threads "
           f"{torch.get_num_threads()}; "
           f"{f'{args.steps} steps' if args.steps else f'budget {args.budget:.0f} s'} per recipe; n = {args.n}", flush=True)
@@ -325,7 +344,9 @@ def main(argv=None):
                 for d, m in others.items()]:
             row = dict(recipe=key, name=name, params=nets.count_parameters(model), **info)
             for sampler, kwargs in variants.items():
-                n = args.n_peer if sampler == "DDPM" and key == "textbook" and args.n_peer else args.n
+                n = args.n
+                if sampler == "DDPM":
+                    n = (args.n_peer if key == "textbook" and args.n_peer else args.n_ddpm) or n
                 x, secs = draw(recipe, model, schedule, sampler.split(" ")[0], n, SAMPLE_BATCH,
                                args.seed + 1, **kwargs)
                 row[sampler] = dict(samples_per_s=n / secs, **score(clf, x, x_test, x_heldout))
