@@ -364,27 +364,57 @@ def test_ddp_two_processes(tmp_path):
     assert len(seen) == len(set(seen)) == 24              # 40 images, 20 per rank, no repeats
 
 
+# The run to be killed: the trainer's own command line, with one callback added that announces
+# the start of step 3 (so step 2's checkpoints are on disk) and then waits to be killed. Polling
+# the folder instead raced the run: step 2's file is replaced at step 4 and a 10-step run can end
+# between two polls (it did, once, in CI).
+_HALTING_RUN = """
+import sys, time
+sys.path.insert(0, {root!r})
+import lightning as L
+from diffusion_trainer import cli, run
+
+class HaltAtStep(L.Callback):
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == 2:
+            print("halted at step 2", flush=True)
+            time.sleep(600)
+
+_train = run.train
+run.train = lambda cfg, callbacks=(): _train(cfg, [*callbacks, HaltAtStep()])
+raise SystemExit(cli.main({argv!r}))
+"""
+
+
 def test_kill_mid_epoch_and_resume(tmp_path):
     """SIGKILL a run after its step-2 checkpoint and last.ckpt are written (each appears whole:
     written to a temporary file, then renamed; epoch 1 has 5 steps), run the same command
     again: it resumes from last.ckpt, continues the step count and the EMA's update count, and
     finishes the planned epochs."""
-    cmd = [sys.executable, "-m", "diffusion_trainer", "overfit", "--runs-dir",
-           str(tmp_path), "--name", "k", "--per-class", "4", "--batch-size", "8", "--epochs", "2",
-           "--checkpoint-every-steps", "2", "--sample-every-epochs", "0", "--base-channels", "8",
-           "--accelerator", "cpu", "--devices", "1", "--T", "100"]
+    argv = ["overfit", "--runs-dir", str(tmp_path), "--name", "k", "--per-class", "4",
+            "--batch-size", "8", "--epochs", "2", "--checkpoint-every-steps", "2",
+            "--sample-every-epochs", "0", "--base-channels", "8", "--accelerator", "cpu",
+            "--devices", "1", "--T", "100"]
+    cmd = [sys.executable, "-m", "diffusion_trainer", *argv]
     ckpts = tmp_path / "k" / "checkpoints"
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _HALTING_RUN.format(root=str(ROOT), argv=argv)],
+                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
-    while not ((ckpts / "step0000002.ckpt").exists() and (ckpts / "last.ckpt").exists()):
-        assert proc.poll() is None, proc.stdout.read()[-3000:]
-        assert time.monotonic() < deadline, "no checkpoint within 180 s"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        lines = []
+        for line in proc.stdout:  # ends at the halt line, or when the run exits without one
+            lines.append(line)
+            if line.strip() == "halted at step 2":
+                break
+        assert lines and lines[-1].strip() == "halted at step 2", "".join(lines)[-3000:]
+        assert (ckpts / "step0000002.ckpt").exists() and (ckpts / "last.ckpt").exists()
+        proc.send_signal(signal.SIGKILL)  # no cleanup can run
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     killed_at = torch.load(ckpts / "last.ckpt", weights_only=True)
-    assert killed_at["global_step"] in (2, 3) and killed_at["epoch"] == 0  # mid-epoch 1 (of 5)
+    assert killed_at["global_step"] == 2 and killed_at["epoch"] == 0  # mid-epoch 1 (of 5 steps)
     assert not list(ckpts.glob("epoch*.ckpt"))
 
     done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
