@@ -16,8 +16,8 @@ Recipes (``--recipes``, comma-separated):
 * ``second``: the second edition's recipe, as 07 runs it (the same network; warm-up and cosine
   decay of a doubled peak rate; bf16 autocast in training and sampling on a CPU with bf16
   instructions). ``warmup-cosine`` and the ``wc+…`` variants are the steps that led there;
-  ``s+b32``, ``s+noattn`` and ``s+b64`` change one thing of ``second`` (a wider network, no
-  self-attention, a larger batch at a higher rate).
+  ``s+b32``, ``s+noattn``, ``s+b64`` and ``s+v`` change one thing of ``second`` (a wider
+  network, no self-attention, a larger batch at a higher rate, v-prediction).
 * ``textbook``: a peer written here from the description of a textbook's recipe (a U-Net with
   64/128/256 channels, batch norm, ReLU, max-pool and bilinear up-sampling, sinusoidal time
   features added to every block; linear schedule with T = 1000; batch 128; Adam 1e-3; no EMA;
@@ -34,6 +34,7 @@ comparison is side by side on one machine; the load average before and after eac
     python benchmarks/bench_diffusion.py --budget 600           # 10 min each
     python benchmarks/bench_diffusion.py --recipes first,second --n 200 --json out.json
     python benchmarks/bench_diffusion.py --recipes second --steps 3250 --other-ema 0.995,0.9995
+    python benchmarks/bench_diffusion.py --recipes second,s+v --steps 6500 --ddim-variants
 
 Not a test: nothing is asserted.
 """
@@ -115,6 +116,9 @@ class Recipe:
                                        # cosine decay to 0 (helpers.schedules); else constant
     ema_decay: float | None = 0.999    # None: sample with the trained weights
     min_snr_gamma: float | None = None  # Hang et al. 2023: weight min(SNR, γ) / SNR (ε-prediction)
+    prediction: str = "eps"            # "eps": the net predicts ε; "v": it predicts
+                                       # v = √ᾱ ε − √(1−ᾱ) x_0 (Salimans & Ho 2022, §4) and is
+                                       # sampled through VAsEps
     data_range: tuple[float, float] = (-1.0, 1.0)
     clip_denoised: bool = True
     clip_grad_norm: float | None = 1.0
@@ -156,6 +160,9 @@ RECIPES = {
     "s+b64": Recipe("second + batch 64, peak rate 3e-3", unet(base_channels=16), lr=3e-3,
                     batch_size=64, warmup_cosine=True, bf16=NATIVE_BF16,
                     bf16_sampling=NATIVE_BF16),
+    "s+v": Recipe("second with v-prediction", unet(base_channels=16), lr=2e-3,
+                  warmup_cosine=True, bf16=NATIVE_BF16, bf16_sampling=NATIVE_BF16,
+                  prediction="v"),
     "textbook": Recipe("textbook-style peer", TextbookUNet, T=1000, batch_size=128, lr=1e-3,
                        ema_decay=None, data_range=(0.0, 1.0), clip_denoised=False,
                        clip_grad_norm=None),
@@ -169,13 +176,38 @@ def learning_rate(recipe: Recipe, step: int, total: int) -> float:
     return schedules.warmup_cosine_lr(step, total, total // 15, recipe.lr)
 
 
+def v_target(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, schedule) -> torch.Tensor:
+    """v = √ᾱ_t ε − √(1−ᾱ_t) x_0, the velocity of Salimans & Ho (2022, arXiv:2202.00512, §4)."""
+    ab = diffusion.extract(schedule.alpha_bar, t, x0.ndim)
+    return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+
+
+class VAsEps(torch.nn.Module):
+    """A v-predicting network seen as an ε-predictor, so that every sampler of helpers.diffusion
+    draws from it unchanged: with x_t = √ᾱ x_0 + √(1−ᾱ) ε and v as above, ε = √(1−ᾱ) x_t + √ᾱ v."""
+
+    def __init__(self, net: torch.nn.Module, schedule):
+        super().__init__()
+        self.net, self.schedule = net, schedule
+
+    def forward(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        ab = diffusion.extract(self.schedule.alpha_bar, t, xt.ndim)
+        return (1 - ab).sqrt() * xt + ab.sqrt() * self.net(xt, t)
+
+
 def loss_fn(recipe: Recipe, model, x0, schedule, gen):
-    if recipe.min_snr_gamma is None:
+    if recipe.prediction not in ("eps", "v"):
+        raise ValueError(f"Recipe.prediction must be 'eps' or 'v', got {recipe.prediction!r}")
+    if recipe.prediction == "v" and recipe.min_snr_gamma is not None:
+        raise ValueError("Recipe: min_snr_gamma is written for ε-prediction; with prediction='v' "
+                         f"it must be None, got {recipe.min_snr_gamma!r}")
+    if recipe.min_snr_gamma is None and recipe.prediction == "eps":
         return diffusion.training_loss(model, x0, schedule, gen)   # L_simple, as in 07
     t = torch.randint(1, schedule.T + 1, (len(x0),), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     xt = diffusion.q_sample(x0, t, schedule, noise)
-    per_image = ((noise - model(xt, t)) ** 2).flatten(1).mean(1)
+    target = v_target(x0, noise, t, schedule) if recipe.prediction == "v" else noise
+    per_image = ((target - model(xt, t)) ** 2).flatten(1).mean(1)
     if recipe.min_snr_gamma is not None:
         snr = (schedule.alpha_bar / (1 - schedule.alpha_bar))[t].float()
         per_image = per_image * snr.clamp(max=recipe.min_snr_gamma) / snr
@@ -226,9 +258,10 @@ def train(recipe: Recipe, x0: torch.Tensor, budget_s: float | None, seed: int = 
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     seconds = time.perf_counter() - start
     net = (ema.module if ema is not None else model).eval()
-    return net, schedule, dict(steps=step, train_s=seconds, ms_per_step=1e3 * seconds / step,
-                               final_loss=sum(losses[-200:]) / len(losses[-200:]),
-                               others={d: e.module.eval() for d, e in others.items()})
+    as_eps = (lambda m: VAsEps(m, schedule).eval()) if recipe.prediction == "v" else (lambda m: m)
+    return as_eps(net), schedule, dict(steps=step, train_s=seconds, ms_per_step=1e3 * seconds / step,
+                                       final_loss=sum(losses[-200:]) / len(losses[-200:]),
+                                       others={d: as_eps(e.module.eval()) for d, e in others.items()})
 
 
 def to_unit(recipe: Recipe, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,89 @@
+"""The diffusion benchmark's v-prediction recipe (benchmarks/bench_diffusion.py, issue 22): the
+target, its conversion to ε for the samplers, and the recipe's refusals."""
+
+import dataclasses
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import diffusion as dif
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("bench_diffusion",
+                                               ROOT / "benchmarks" / "bench_diffusion.py")
+bench = importlib.util.module_from_spec(_spec)
+sys.modules["bench_diffusion"] = bench  # dataclasses look their module up there
+_data_before = os.environ.get("DGM_DATA")
+_spec.loader.exec_module(bench)
+if _data_before is None:  # the script defaults DGM_DATA to offline; keep it out of other tests
+    os.environ.pop("DGM_DATA", None)
+
+
+class _Oracle(torch.nn.Module):
+    """Returns a fixed tensor whatever it is asked: a network that knows the answer."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, xt, t):
+        return self.out
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_a_perfect_v_predictor_seen_as_eps_returns_the_noise(name):
+    """Independent route: x_t from helpers.diffusion.q_sample with known x_0 and ε; a network
+    returning the exact v of those, wrapped by VAsEps, must give back ε, at every step."""
+    torch.manual_seed(0)
+    schedule = dif.make_schedule(name, 400)
+    x0 = torch.rand(8, 1, 6, 6, dtype=torch.float64) * 2 - 1
+    noise = torch.randn_like(x0)
+    for step in (1, 2, 100, 399, 400):
+        t = torch.full((8,), step)
+        xt = dif.q_sample(x0, t, schedule, noise)
+        v = bench.v_target(x0, noise, t, schedule)
+        eps = bench.VAsEps(_Oracle(v), schedule)(xt, t)
+        torch.testing.assert_close(eps, noise, rtol=0, atol=1e-6)
+
+
+def test_v_is_a_rotation_of_noise_and_data():
+    """v and x_t are (x_0, ε) rotated by the angle φ with cos φ = √ᾱ: their norms match (for
+    each pixel v² + x_t² = x_0² + ε²), the check of Salimans & Ho's definition by a second route."""
+    torch.manual_seed(1)
+    schedule = dif.make_schedule("linear", 400)
+    x0 = torch.randn(16, 1, 4, 4, dtype=torch.float64)
+    noise = torch.randn_like(x0)
+    t = torch.randint(1, 401, (16,))
+    xt = dif.q_sample(x0, t, schedule, noise)
+    v = bench.v_target(x0, noise, t, schedule)
+    torch.testing.assert_close(v**2 + xt**2, x0**2 + noise**2)
+
+
+def test_the_v_recipe_trains_and_samples_through_the_eps_samplers():
+    """Two training steps of a small v-predicting U-Net: the returned network is wrapped, its
+    ε has the images' shape, and DDIM draws finite images from it."""
+    recipe = dataclasses.replace(bench.RECIPES["s+v"],
+                                 make_model=bench.unet(base_channels=8, groups=4, num_heads=2),
+                                 bf16=False, bf16_sampling=False)
+    x0 = torch.rand(16, 1, 28, 28) * 2 - 1
+    net, schedule, info = bench.train(recipe, x0, None, seed=0, steps=2)
+    assert isinstance(net, bench.VAsEps) and info["steps"] == 2
+    x, _ = bench.draw(recipe, net, schedule, "DDIM", 4, 4, seed=1)
+    assert x.shape == (4, 1, 28, 28) and torch.isfinite(x).all()
+
+
+def test_a_recipe_with_an_unknown_prediction_or_v_with_min_snr_is_refused():
+    schedule = dif.make_schedule("linear", 50)
+    model = _Oracle(torch.zeros(2, 1, 4, 4))
+    x0 = torch.zeros(2, 1, 4, 4)
+    gen = torch.Generator().manual_seed(0)
+    wrong = dataclasses.replace(bench.RECIPES["second"], prediction="x0")
+    with pytest.raises(ValueError, match=r"Recipe.prediction must be 'eps' or 'v', got 'x0'"):
+        bench.loss_fn(wrong, model, x0, schedule, gen)
+    both = dataclasses.replace(bench.RECIPES["s+v"], min_snr_gamma=5.0)
+    with pytest.raises(ValueError, match=r"min_snr_gamma .* must be None, got 5.0"):
+        bench.loss_fn(both, model, x0, schedule, gen)
