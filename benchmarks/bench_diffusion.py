@@ -125,6 +125,13 @@ class Recipe:
     bf16: bool = False                 # bf16 autocast for the training forward pass (CPU or CUDA)
     bf16_sampling: bool = False        # bf16 autocast for the network's calls while sampling
 
+    def __post_init__(self):
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"Recipe.prediction must be 'eps' or 'v', got {self.prediction!r}")
+        if self.prediction == "v" and self.min_snr_gamma is not None:
+            raise ValueError("Recipe: min_snr_gamma is written for ε-prediction; with "
+                             f"prediction='v' it must be None, got {self.min_snr_gamma!r}")
+
 
 def unet(**kw):
     return lambda: nets.UNet(nets.UNetConfig(**kw))
@@ -196,11 +203,6 @@ class VAsEps(torch.nn.Module):
 
 
 def loss_fn(recipe: Recipe, model, x0, schedule, gen):
-    if recipe.prediction not in ("eps", "v"):
-        raise ValueError(f"Recipe.prediction must be 'eps' or 'v', got {recipe.prediction!r}")
-    if recipe.prediction == "v" and recipe.min_snr_gamma is not None:
-        raise ValueError("Recipe: min_snr_gamma is written for ε-prediction; with prediction='v' "
-                         f"it must be None, got {recipe.min_snr_gamma!r}")
     if recipe.min_snr_gamma is None and recipe.prediction == "eps":
         return diffusion.training_loss(model, x0, schedule, gen)   # L_simple, as in 07
     t = torch.randint(1, schedule.T + 1, (len(x0),), generator=gen)
