@@ -37,7 +37,8 @@ class _Oracle(torch.nn.Module):
 @pytest.mark.parametrize("name", ["linear", "cosine"])
 def test_a_perfect_v_predictor_seen_as_eps_returns_the_noise(name):
     """Independent route: x_t from helpers.diffusion.q_sample with known x_0 and ε; a network
-    returning the exact v of those, wrapped by VAsEps, must give back ε, at every step."""
+    returning the exact v of those, wrapped by VAsEps, must give back ε, at every step; and
+    √ᾱ x_t − √(1−ᾱ) v gives back x_0 (the README's x̂_0 from v)."""
     torch.manual_seed(0)
     schedule = dif.make_schedule(name, 400)
     x0 = torch.rand(8, 1, 6, 6, dtype=torch.float64) * 2 - 1
@@ -48,6 +49,8 @@ def test_a_perfect_v_predictor_seen_as_eps_returns_the_noise(name):
         v = bench.v_target(x0, noise, t, schedule)
         eps = bench.VAsEps(_Oracle(v), schedule)(xt, t)
         torch.testing.assert_close(eps, noise, rtol=0, atol=1e-6)
+        ab = dif.extract(schedule.alpha_bar, t, 4)  # as v_target has it; x̂_0 = √ᾱ x_t − √(1−ᾱ) v
+        torch.testing.assert_close(ab.sqrt() * xt - (1 - ab).sqrt() * v, x0, rtol=0, atol=1e-6)
 
 
 def test_v_is_a_rotation_of_noise_and_data():
