@@ -85,3 +85,18 @@ def test_a_recipe_with_an_unknown_prediction_or_v_with_min_snr_is_refused():
         dataclasses.replace(bench.RECIPES["second"], prediction="x0")
     with pytest.raises(ValueError, match=r"min_snr_gamma .* must be None, got 5.0"):
         dataclasses.replace(bench.RECIPES["s+v"], min_snr_gamma=5.0)
+
+
+def test_every_recipe_builds_the_network_it_names():
+    """Each recipe's network is made and maps images to images; the one-change variants of
+    ``second`` differ from it in the setting they name (checked on the built network)."""
+    nets_ = {name: recipe.make_model() for name, recipe in bench.RECIPES.items()}
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 300])
+    for name, net in nets_.items():
+        assert net(x, t).shape == x.shape, name
+    assert nets_["s+m124"].config.channel_mults == (1, 2, 4)
+    assert nets_["s+ss"].config.scale_shift and not nets_["second"].config.scale_shift
+    assert nets_["s+drop"].config.dropout == 0.1 and nets_["second"].config.dropout == 0.0
+    for name in ("s+m124", "s+ss", "s+drop"):
+        a, b = bench.RECIPES[name], bench.RECIPES["second"]
+        assert (a.lr, a.warmup_cosine, a.batch_size, a.T) == (b.lr, b.warmup_cosine, b.batch_size, b.T)

@@ -285,3 +285,44 @@ def test_saved_sampler_keeps_the_new_options(tmp_path):
     assert loaded.config == CIFAR_SMALL and schedule.T == 50
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                  loaded.state_dict().values()))
+
+
+def test_scale_shift_block_matches_adagn_written_out():
+    """With scale_shift the block is conv2(SiLU((1 + s) · GroupNorm(conv1(SiLU(GN(x)))) + b)) + x,
+    where (s, b) = Linear(SiLU(emb)) split in two (AdaGN, Dhariwal & Nichol 2021, §3); computed
+    here with torch.nn.functional from the block's weights, not through its forward."""
+    torch.manual_seed(1)
+    block = _randomised(nets.ResBlock(8, 8, emb_dim=12, groups=4, dropout=0.0, scale_shift=True))
+    x, emb = torch.randn(3, 8, 7, 7), torch.randn(3, 12)
+    F = torch.nn.functional
+    h = F.conv2d(F.silu(F.group_norm(x, 4, block.norm1.weight, block.norm1.bias)),
+                 block.conv1.weight, block.conv1.bias, padding=1)
+    e = F.linear(F.silu(emb), block.emb.weight, block.emb.bias)
+    s, b = e[:, :8, None, None], e[:, 8:, None, None]
+    h = (1 + s) * F.group_norm(h, 4, block.norm2.weight, block.norm2.bias) + b
+    want = x + F.conv2d(F.silu(h), block.conv2.weight, block.conv2.bias, padding=1)
+    torch.testing.assert_close(block(x, emb), want, rtol=1e-5, atol=1e-5)
+    # without scale_shift the same weights (the shift half) give the plain block's shift only
+    plain = nets.ResBlock(8, 8, emb_dim=12, groups=4, dropout=0.0)
+    assert plain.emb.out_features == 8 and block.emb.out_features == 16
+
+
+def test_scale_shift_net_trains_saves_and_refuses_a_non_bool(tmp_path):
+    from helpers import diffusion
+
+    cfg = nets.UNetConfig(base_channels=8, groups=4, num_heads=2, scale_shift=True)
+    model = _randomised(nets.UNet(cfg)).train()
+    plain = nets.count_parameters(nets.UNet(SMALL))
+    # one extra output per channel in each block's embedding layer: E · C_out + C_out more
+    extra = sum(m.emb.out_features // 2 * (m.emb.in_features + 1)
+                for m in model.modules() if isinstance(m, nets.ResBlock))
+    assert nets.count_parameters(model) == plain + extra
+    model(torch.randn(2, 1, 28, 28), torch.tensor([5, 50])).square().mean().backward()
+    assert all(p.grad is not None and p.grad.any() for p in model.parameters())
+    path = diffusion.save_model(tmp_path / "ss.pt", model, diffusion.linear_schedule(50))
+    loaded, _, _ = diffusion.load_model(path)
+    assert loaded.config.scale_shift is True
+    x, t = torch.randn(2, 1, 28, 28), torch.tensor([3, 40])
+    torch.testing.assert_close(loaded.eval()(x, t), model.eval()(x, t))
+    with pytest.raises(ValueError, match=r"UNetConfig.scale_shift must be True or False, got 1"):
+        nets.UNetConfig(scale_shift=1)

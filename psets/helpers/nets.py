@@ -91,6 +91,9 @@ class UNetConfig:
     image_size: int = 28                        # side of the (square) images; bounds the levels
     attention_levels: tuple[int, ...] = ()      # levels (0 = full resolution) whose blocks also
                                                 # attend, besides the lowest (``attention``)
+    scale_shift: bool = False                   # the embedding scales and shifts the second
+                                                # GroupNorm (AdaGN, Dhariwal & Nichol 2021, §3)
+                                                # instead of only shifting the features
 
     def __post_init__(self):
         def positive_int(name, value):
@@ -137,16 +140,23 @@ class UNetConfig:
             raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout!r}")
         if self.num_classes is not None:
             positive_int("num_classes", self.num_classes)
+        if not isinstance(self.scale_shift, bool):
+            raise ValueError(f"UNetConfig.scale_shift must be True or False, got "
+                             f"{self.scale_shift!r}")
 
 
 class ResBlock(nn.Module):
-    """GroupNorm → SiLU → conv, plus a per-channel shift from the embedding, twice; residual."""
+    """GroupNorm → SiLU → conv, twice, residual; between the two the embedding shifts the features
+    per channel, or with ``scale_shift`` scales and shifts the second GroupNorm's output:
+    (1 + s) · GroupNorm(h) + b (AdaGN, Dhariwal & Nichol 2021, arXiv:2105.05233, §3)."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float,
+                 scale_shift: bool = False):
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1 = nn.GroupNorm(groups, c_in)
         self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
+        self.emb = nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out)
         self.norm2 = nn.GroupNorm(groups, c_out)
         self.drop = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
@@ -156,8 +166,13 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))              # (B, C_out, H, W)
-        h = h + self.emb(F.silu(emb))[:, :, None, None]    # broadcast (B, C_out, 1, 1)
-        h = self.conv2(self.drop(F.silu(self.norm2(h))))
+        e = self.emb(F.silu(emb))[:, :, None, None]        # (B, C_out or 2 · C_out, 1, 1)
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        h = self.conv2(self.drop(F.silu(h)))
         return self.skip(x) + h
 
 
@@ -186,8 +201,8 @@ class AttentionResBlock(ResBlock):
     """A ResBlock followed by self-attention (the blocks of ``UNetConfig.attention_levels``)."""
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, groups: int, dropout: float,
-                 heads: int):
-        super().__init__(c_in, c_out, emb_dim, groups, dropout)
+                 heads: int, scale_shift: bool = False):
+        super().__init__(c_in, c_out, emb_dim, groups, dropout, scale_shift)
         self.attn = SelfAttention(c_out, heads, groups)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -209,9 +224,11 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(C, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = (nn.Embedding(cfg.num_classes + 1, emb_dim)
                           if cfg.num_classes is not None else None)
-        plain = functools.partial(ResBlock, emb_dim=emb_dim, groups=G, dropout=cfg.dropout)
+        plain = functools.partial(ResBlock, emb_dim=emb_dim, groups=G, dropout=cfg.dropout,
+                                  scale_shift=cfg.scale_shift)
         attending = functools.partial(AttentionResBlock, emb_dim=emb_dim, groups=G,
-                                      dropout=cfg.dropout, heads=cfg.num_heads)
+                                      dropout=cfg.dropout, heads=cfg.num_heads,
+                                      scale_shift=cfg.scale_shift)
 
         self.conv_in = nn.Conv2d(cfg.in_channels, C, 3, padding=1)
         widths = [C * m for m in cfg.channel_mults]
