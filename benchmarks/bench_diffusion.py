@@ -16,9 +16,9 @@ Recipes (``--recipes``, comma-separated):
 * ``second``: the second edition's recipe, as 07 runs it (the same network; warm-up and cosine
   decay of a doubled peak rate; bf16 autocast in training and sampling on a CPU with bf16
   instructions). ``warmup-cosine`` and the ``wc+…`` variants are the steps that led there;
-  ``s+b32``, ``s+noattn``, ``s+b64``, ``s+v``, ``s+m124``, ``s+ss`` and ``s+drop`` change one
-  thing of ``second`` (a wider network, no self-attention, a larger batch at a higher rate,
-  v-prediction, a wider lowest level, AdaGN conditioning, dropout 0.1).
+  ``s+b32``, ``s+noattn``, ``s+b64``, ``s+v``, ``s+m124``, ``s+ss``, ``s+drop`` and ``s+p2``
+  change one thing of ``second`` (a wider network, no self-attention, a larger batch at a higher
+  rate, v-prediction, a wider lowest level, AdaGN conditioning, dropout 0.1, P2 loss weighting).
 * ``textbook``: a peer written here from the description of a textbook's recipe (a U-Net with
   64/128/256 channels, batch norm, ReLU, max-pool and bilinear up-sampling, sinusoidal time
   features added to every block; linear schedule with T = 1000; batch 128; Adam 1e-3; no EMA;
@@ -37,6 +37,7 @@ comparison is side by side on one machine; the load average before and after eac
     python benchmarks/bench_diffusion.py --recipes second --steps 3250 --other-ema 0.995,0.9995
     python benchmarks/bench_diffusion.py --recipes second,s+v --steps 6500 --ddim-variants
     python benchmarks/bench_diffusion.py --recipes s+ss --steps 6500 --ddim-variants --seed 1
+    python benchmarks/bench_diffusion.py --recipes second --steps 6500 --ddpm-variants --seed 1
 
 Not a test: nothing is asserted.
 """
@@ -118,6 +119,7 @@ class Recipe:
                                        # cosine decay to 0 (helpers.schedules); else constant
     ema_decay: float | None = 0.999    # None: sample with the trained weights
     min_snr_gamma: float | None = None  # Hang et al. 2023: weight min(SNR, γ) / SNR (ε-prediction)
+    p2_gamma: float | None = None      # Choi et al. 2022 (P2): weight 1 / (1 + SNR)^γ on L_simple
     prediction: str = "eps"            # "eps": the net predicts ε; "v": it predicts
                                        # v = √ᾱ ε − √(1−ᾱ) x_0 (Salimans & Ho 2022, §4) and is
                                        # sampled through VAsEps
@@ -130,9 +132,13 @@ class Recipe:
     def __post_init__(self):
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"Recipe.prediction must be 'eps' or 'v', got {self.prediction!r}")
-        if self.prediction == "v" and self.min_snr_gamma is not None:
-            raise ValueError("Recipe: min_snr_gamma is written for ε-prediction; with "
-                             f"prediction='v' it must be None, got {self.min_snr_gamma!r}")
+        if self.min_snr_gamma is not None and self.p2_gamma is not None:
+            raise ValueError("Recipe: choose one loss weighting, min_snr_gamma or p2_gamma; got "
+                             f"{self.min_snr_gamma!r} and {self.p2_gamma!r}")
+        if self.prediction == "v" and (self.min_snr_gamma is not None or self.p2_gamma is not None):
+            raise ValueError("Recipe: min_snr_gamma and p2_gamma are written for ε-prediction; with "
+                             f"prediction='v' they must be None, got {self.min_snr_gamma!r} and "
+                             f"{self.p2_gamma!r}")
 
 
 def unet(**kw):
@@ -183,6 +189,10 @@ RECIPES = {
     # dropout 0.1 inside the residual blocks (Ho et al. 2020 used 0.1 on CIFAR-10)
     "s+drop": Recipe("second with dropout 0.1", unet(base_channels=16, dropout=0.1), lr=2e-3,
                      warmup_cosine=True, bf16=NATIVE_BF16, bf16_sampling=NATIVE_BF16),
+    # P2 weighting (Choi et al. 2022): less weight on the low-noise steps, where only details
+    # are left to decide, more (relatively) on the noisy ones that settle which digit it is
+    "s+p2": Recipe("second with P2 weighting (γ = 1, k = 1)", unet(base_channels=16), lr=2e-3,
+                   warmup_cosine=True, bf16=NATIVE_BF16, bf16_sampling=NATIVE_BF16, p2_gamma=1.0),
     "textbook": Recipe("textbook-style peer", TextbookUNet, T=1000, batch_size=128, lr=1e-3,
                        ema_decay=None, data_range=(0.0, 1.0), clip_denoised=False,
                        clip_grad_norm=None),
@@ -216,7 +226,7 @@ class VAsEps(torch.nn.Module):
 
 
 def loss_fn(recipe: Recipe, model, x0, schedule, gen):
-    if recipe.min_snr_gamma is None and recipe.prediction == "eps":
+    if recipe.min_snr_gamma is None and recipe.p2_gamma is None and recipe.prediction == "eps":
         return diffusion.training_loss(model, x0, schedule, gen)   # L_simple, as in 07
     t = torch.randint(1, schedule.T + 1, (len(x0),), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
@@ -226,6 +236,9 @@ def loss_fn(recipe: Recipe, model, x0, schedule, gen):
     if recipe.min_snr_gamma is not None:
         snr = (schedule.alpha_bar / (1 - schedule.alpha_bar))[t].float()
         per_image = per_image * snr.clamp(max=recipe.min_snr_gamma) / snr
+    if recipe.p2_gamma is not None:   # k = 1: Choi et al. 2022 (arXiv:2204.00227), eq. 8
+        snr = (schedule.alpha_bar / (1 - schedule.alpha_bar))[t].float()
+        per_image = per_image / (1 + snr) ** recipe.p2_gamma
     return per_image.mean()
 
 
@@ -294,11 +307,12 @@ def draw(recipe, net, schedule, sampler: str, n: int, batch: int, seed: int, **k
         if sampler == "DDPM":
             with amp:
                 x = diffusion.p_sample_loop(net, shape, schedule, generator=gen,
-                                            clip_denoised=recipe.clip_denoised)
+                                            clip_denoised=recipe.clip_denoised, **kwargs)
         else:
             with amp:
-                x = diffusion.ddim_sample_loop(net, shape, schedule, 50, generator=gen,
-                                               **{"clip_denoised": recipe.clip_denoised, **kwargs})
+                kwargs = {"clip_denoised": recipe.clip_denoised, "steps": 50, **kwargs}
+                x = diffusion.ddim_sample_loop(net, shape, schedule, kwargs.pop("steps"),
+                                               generator=gen, **kwargs)
         chunks.append(to_unit(recipe, x))
     return torch.cat(chunks), time.perf_counter() - start
 
@@ -330,6 +344,9 @@ def main(argv=None):
                     help="train every recipe for this many steps instead of --budget seconds")
     ap.add_argument("--ddim-variants", action="store_true",
                     help="also score DDIM-50 without clipping of x̂_0 and with η = 0.5, 1")
+    ap.add_argument("--ddpm-variants", action="store_true",
+                    help="also score DDPM with σ_t² = β_t (Ho et al.'s other choice; the default "
+                         "is β̃_t) and DDIM with S = 100, η = 1, on the same network")
     ap.add_argument("--other-ema", default="",
                     help="comma-separated EMA decays in (0, 1) kept beside each recipe's own during "
                          "the same training and scored as extra rows (e.g. 0.995,0.9995). With the "
@@ -386,6 +403,9 @@ def main(argv=None):
         if args.ddim_variants:
             variants.update({"DDIM-50 no clip": dict(clip_denoised=False),
                              "DDIM-50 η=0.5": dict(eta=0.5), "DDIM-50 η=1": dict(eta=1.0)})
+        if args.ddpm_variants:
+            variants.update({"DDPM σ²=β": dict(variance="beta"),
+                             "DDIM-100 η=1": dict(eta=1.0, steps=100)})
         label = f" (EMA {recipe.ema_decay:g})" if others else ""
         for name, model in [(recipe.name + label, net)] + [
                 (f"{recipe.name} (EMA {d:g}{', no warm-up' if args.other_ema_no_warmup else ''}, same run)", m)

@@ -100,3 +100,25 @@ def test_every_recipe_builds_the_network_it_names():
     for name in ("s+m124", "s+ss", "s+drop"):
         a, b = bench.RECIPES[name], bench.RECIPES["second"]
         assert (a.lr, a.warmup_cosine, a.batch_size, a.T) == (b.lr, b.warmup_cosine, b.batch_size, b.T)
+
+
+def test_p2_weighting_with_gamma_one_weights_each_image_by_one_minus_alpha_bar():
+    """Independent route: with k = 1 and γ = 1, 1 / (1 + SNR_t) = 1 − ᾱ_t (SNR = ᾱ / (1 − ᾱ)).
+    The same generator seed gives the reference the loss function's t and ε; the network is an
+    oracle returning a fixed tensor, so each image's squared error is known."""
+    recipe = bench.RECIPES["s+p2"]
+    schedule = dif.make_schedule(recipe.schedule, recipe.T)
+    x0 = torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1))
+    loss = bench.loss_fn(recipe, _Oracle(out), x0, schedule, torch.Generator().manual_seed(7))
+    gen = torch.Generator().manual_seed(7)
+    t = torch.randint(1, schedule.T + 1, (len(x0),), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    per_image = ((noise - out) ** 2).mean(dim=(1, 2, 3))
+    expected = (per_image * (1 - schedule.alpha_bar[t].float())).mean()
+    assert torch.allclose(loss, expected, rtol=1e-5), (loss.item(), expected.item())
+    plain = bench.loss_fn(bench.RECIPES["second"], _Oracle(out), x0, schedule,
+                          torch.Generator().manual_seed(7))
+    assert torch.allclose(plain, per_image.mean(), rtol=1e-5)   # the same draws, unweighted
+    with pytest.raises(ValueError, match=r"choose one loss weighting.* got 5.0 and 1.0"):
+        dataclasses.replace(recipe, min_snr_gamma=5.0)
