@@ -356,6 +356,9 @@ def main(argv=None):
     ap.add_argument("--other-ema-no-warmup", action="store_true",
                     help="the --other-ema averages use their decay from the first update on "
                          "(diffusion.ema_of(warmup=False)) instead of the warm-up")
+    ap.add_argument("--train-digits", type=int, default=None,
+                    help="train on the first N training digits only (default: all); with a "
+                         "smaller N at the same steps the benchmark asks whether data limits quality")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -379,6 +382,11 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     x_train, _ = data.load_mnist("train")            # (N, 1, 28, 28) in [0, 1]
+    if args.train_digits is not None:
+        if not 2 <= args.train_digits <= len(x_train):
+            ap.error(f"--train-digits must be between 2 and {len(x_train)} (the training digits "
+                     f"loaded), got {args.train_digits}")
+        x_train = x_train[:args.train_digits]
     clf = metrics.reference_classifier()
     _, (x_test, _), x_heldout = metrics.reference_splits()
     n_real = min(len(x_test), len(x_heldout))

@@ -122,3 +122,10 @@ def test_p2_weighting_with_gamma_one_weights_each_image_by_one_minus_alpha_bar()
     assert torch.allclose(plain, per_image.mean(), rtol=1e-5)   # the same draws, unweighted
     with pytest.raises(ValueError, match=r"choose one loss weighting.* got 5.0 and 1.0"):
         dataclasses.replace(recipe, min_snr_gamma=5.0)
+
+
+def test_train_digits_out_of_range_is_refused_naming_the_flag(capsys, monkeypatch):
+    monkeypatch.setenv("DGM_DATA", "offline")
+    with pytest.raises(SystemExit):
+        bench.main(["--recipes", "second", "--steps", "1", "--train-digits", "1"])
+    assert "--train-digits must be between 2 and 4000" in capsys.readouterr().err
