@@ -233,11 +233,10 @@ def loss_fn(recipe: Recipe, model, x0, schedule, gen):
     xt = diffusion.q_sample(x0, t, schedule, noise)
     target = v_target(x0, noise, t, schedule) if recipe.prediction == "v" else noise
     per_image = ((target - model(xt, t)) ** 2).flatten(1).mean(1)
+    snr = (schedule.alpha_bar / (1 - schedule.alpha_bar))[t].float()
     if recipe.min_snr_gamma is not None:
-        snr = (schedule.alpha_bar / (1 - schedule.alpha_bar))[t].float()
         per_image = per_image * snr.clamp(max=recipe.min_snr_gamma) / snr
     if recipe.p2_gamma is not None:   # k = 1: Choi et al. 2022 (arXiv:2204.00227), eq. 8
-        snr = (schedule.alpha_bar / (1 - schedule.alpha_bar))[t].float()
         per_image = per_image / (1 + snr) ** recipe.p2_gamma
     return per_image.mean()
 
@@ -310,9 +309,9 @@ def draw(recipe, net, schedule, sampler: str, n: int, batch: int, seed: int, **k
                                             clip_denoised=recipe.clip_denoised, **kwargs)
         else:
             with amp:
-                kwargs = {"clip_denoised": recipe.clip_denoised, "steps": 50, **kwargs}
-                x = diffusion.ddim_sample_loop(net, shape, schedule, kwargs.pop("steps"),
-                                               generator=gen, **kwargs)
+                opts = {"clip_denoised": recipe.clip_denoised, **kwargs}
+                x = diffusion.ddim_sample_loop(net, shape, schedule, opts.pop("steps", 50),
+                                               generator=gen, **opts)
         chunks.append(to_unit(recipe, x))
     return torch.cat(chunks), time.perf_counter() - start
 
