@@ -129,3 +129,39 @@ def test_train_digits_out_of_range_is_refused_naming_the_flag(capsys, monkeypatc
     with pytest.raises(SystemExit):
         bench.main(["--recipes", "second", "--steps", "1", "--train-digits", "1"])
     assert "--train-digits must be between 2 and 4000" in capsys.readouterr().err
+
+
+class _CountingZero(torch.nn.Module):
+    """Predicts ε = 0 and counts its calls (the number of steps a sampler took)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, xt, t):
+        self.calls += 1
+        return torch.zeros_like(xt)
+
+
+def test_draw_passes_each_variants_options_to_every_chunk(monkeypatch):
+    """The defect mended on 3 December: draw() rebound its options inside the chunk loop, so a
+    DDIM variant with steps = 100 drew only its first chunk with S = 100 and the rest with 50.
+    250 samples in chunks of 100 are 3 chunks; each must take S = 100 network calls."""
+    recipe = bench.RECIPES["second"]
+    schedule = dif.make_schedule(recipe.schedule, recipe.T)
+    net = _CountingZero()
+    x, _ = bench.draw(recipe, net, schedule, "DDIM", n=250, batch=100, seed=0, steps=100, eta=1.0)
+    assert x.shape == (250, 1, 28, 28)
+    assert net.calls == 3 * 100, f"{net.calls} network calls for 3 chunks of S = 100"
+    net.calls = 0
+    bench.draw(recipe, net, schedule, "DDIM", n=250, batch=100, seed=0)   # the default S = 50
+    assert net.calls == 3 * 50, net.calls
+    seen = []
+
+    def recorder(model, shape, schedule, **kw):
+        seen.append((shape[0], kw.get("variance")))
+        return torch.zeros(shape)
+
+    monkeypatch.setattr(bench.diffusion, "p_sample_loop", recorder)
+    bench.draw(recipe, net, schedule, "DDPM", n=250, batch=100, seed=0, variance="beta")
+    assert seen == [(100, "beta"), (100, "beta"), (50, "beta")], seen
